@@ -1,0 +1,31 @@
+# -*- coding: utf-8 -*-
+# Copyright: hypervisor.resize contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+
+class ModuleDocFragment:
+    # Paired with CONNECTION_ARGS in plugins/module_utils/common.py.
+    DOCUMENTATION = r"""
+options:
+  uri:
+    description:
+      - libvirt connection URI on the managed host. Used exactly as given.
+    type: str
+    default: qemu:///system
+requirements:
+  - libvirt-python (Debian package C(python3-libvirt)) on the managed host
+  - lxml (Debian package C(python3-lxml)) on the managed host
+"""
+
+    # Paired with STATE_DIR_ARGS in plugins/module_utils/common.py.
+    STATE_DIR = r"""
+options:
+  state_dir:
+    description:
+      - Directory on the host where migration records, claims and the receive-only copy script
+        live while a migration is open. Must be the same for every module of one migration.
+    type: path
+    default: /var/lib/libvirt/hvresize
+"""

@@ -1,0 +1,184 @@
+# -*- coding: utf-8 -*-
+# Copyright: hypervisor.resize contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Pure model of a libvirt domain XML. Private to hypervisor.resize. No I/O.
+
+model_from_xml() turns a domain XML into a plain dict that Jinja templates (templates/domain.xml.j2)
+render back into a domain with a new size. Everything not about size is kept verbatim: UUID, name,
+every device (with its MAC and address), os, features, clock, other metadata.
+"""
+
+from __future__ import annotations
+
+import re
+
+try:
+    from lxml import etree
+    HAS_LXML = True
+    LXML_IMPORT_ERROR = None
+except ImportError as exc:  # pragma: no cover - exercised by the import sanity test
+    etree = None
+    HAS_LXML = False
+    LXML_IMPORT_ERROR = exc
+
+from .errors import ValidationError
+
+RECORD_NS = "https://hypervisor-resize.dev/xmlns/migration/1"
+RECORD_PREFIX = "hvr"
+
+# Elements whose content the resize owns; everything else at the top level is kept verbatim.
+_SIZED = ("name", "uuid", "memory", "currentMemory", "vcpu", "vcpus", "devices", "metadata")
+_UNITS = {
+    "b": 1, "bytes": 1,
+    "kb": 1000, "k": 1024, "kib": 1024,
+    "mb": 1000 ** 2, "m": 1024 ** 2, "mib": 1024 ** 2,
+    "gb": 1000 ** 3, "g": 1024 ** 3, "gib": 1024 ** 3,
+    "tb": 1000 ** 4, "t": 1024 ** 4, "tib": 1024 ** 4,
+}
+DOMAIN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,62}$")
+
+
+def check_domain_name(name):
+    """A plain libvirt domain name: no path, no shell or XML meta-characters."""
+    if not isinstance(name, str) or not DOMAIN_NAME_RE.match(name) or name in (".", ".."):
+        raise ValidationError(
+            "%r is not a plain domain name" % (name,),
+            hint="use the libvirt domain name: 1-63 characters from A-Z a-z 0-9 _ . + -, "
+                 "starting with a letter or digit",
+        )
+    return name
+
+
+def to_bytes(value, unit="KiB"):
+    factor = _UNITS.get((unit or "KiB").lower())
+    if factor is None:
+        raise ValidationError("unknown memory unit %r in domain XML" % unit)
+    return int(value) * factor
+
+
+def _parse(xml):
+    if not HAS_LXML:
+        raise ValidationError("the lxml Python library is required", hint="install python3-lxml")
+    if isinstance(xml, str):
+        xml = xml.encode("utf-8")
+    try:
+        parser = etree.XMLParser(remove_blank_text=True, resolve_entities=False, no_network=True)
+        return etree.fromstring(xml, parser)
+    except etree.XMLSyntaxError as exc:
+        raise ValidationError("domain XML does not parse: %s" % exc)
+
+
+def _text(node):
+    return etree.tostring(node, encoding="unicode", pretty_print=True).strip()
+
+
+def disks_from_root(root):
+    disks = []
+    for disk in root.findall("./devices/disk"):
+        target = disk.find("target")
+        source = disk.find("source")
+        driver = disk.find("driver")
+        disks.append({
+            "device": disk.get("device", "disk"),
+            "type": disk.get("type", "file"),
+            "target": target.get("dev") if target is not None else None,
+            "bus": target.get("bus") if target is not None else None,
+            "path": (source.get("file") or source.get("dev")) if source is not None else None,
+            "network": source.get("protocol") if (source is not None and disk.get("type") == "network") else None,
+            "format": driver.get("type", "raw") if driver is not None else "raw",
+            "readonly": disk.find("readonly") is not None,
+        })
+    return disks
+
+
+def model_from_xml(xml):
+    """Return the model of a domain: a dict of plain values and verbatim XML snippets."""
+    root = _parse(xml)
+    if root.tag != "domain":
+        raise ValidationError("expected a <domain> document, got <%s>" % root.tag)
+    mem = root.find("memory")
+    vcpu = root.find("vcpu")
+    name = root.findtext("name")
+    warnings = []
+    sections = []
+    for child in root:
+        if not isinstance(child.tag, str) or child.tag in _SIZED:
+            continue
+        if child.tag == "maxMemory":
+            warnings.append("<maxMemory> (memory hot-plug) dropped: the new size is set as static memory")
+            continue
+        if child.tag == "cpu":
+            if child.find("numa") is not None:
+                raise ValidationError(
+                    "domain %s has NUMA cells in <cpu>; resizing them is not supported" % name,
+                    domain=name, hint="remove the <numa> element or resize this domain by hand")
+            topo = child.find("topology")
+            if topo is not None:
+                child.remove(topo)
+                warnings.append("<cpu><topology> dropped so that it cannot contradict the new vCPU count")
+        sections.append(_text(child))
+    metadata = []
+    meta = root.find("metadata")
+    if meta is not None:
+        for child in meta:
+            if isinstance(child.tag, str) and etree.QName(child).namespace != RECORD_NS:
+                metadata.append(_text(child))
+    devices = [_text(d) for d in root.find("devices")] if root.find("devices") is not None else []
+    interfaces = []
+    for nic in root.findall("./devices/interface"):
+        mac = nic.find("mac")
+        src = nic.find("source")
+        interfaces.append({
+            "type": nic.get("type"),
+            "mac": mac.get("address") if mac is not None else None,
+            "source": dict(src.attrib) if src is not None else {},
+        })
+    os_node = root.find("os")
+    boot_files = []
+    if os_node is not None:
+        for tag in ("kernel", "initrd", "loader", "dtb"):
+            path = os_node.findtext(tag)
+            if path:
+                boot_files.append(path.strip())
+    return {
+        "name": name,
+        "uuid": root.findtext("uuid"),
+        "type": root.get("type"),
+        "memory_mb": to_bytes(mem.text, mem.get("unit", "KiB")) // (1024 * 1024) if mem is not None else 0,
+        "vcpus": int(vcpu.text) if vcpu is not None else 1,
+        "sections": sections,
+        "metadata": metadata,
+        "devices": devices,
+        "disks": disks_from_root(root),
+        "interfaces": interfaces,
+        "boot_files": boot_files,
+        "warnings": warnings,
+    }
+
+
+def root_disk(model_or_disks):
+    """The disk the guest boots from: the first writable file-backed disk of device type disk."""
+    disks = model_or_disks["disks"] if isinstance(model_or_disks, dict) else model_or_disks
+    for disk in disks:
+        if disk["device"] == "disk" and not disk["readonly"] and disk["path"] and not disk["network"]:
+            return disk
+    return None
+
+
+def summary(xml):
+    """Identity and size of a rendered domain XML, for checks before define."""
+    root = _parse(xml)
+    model = model_from_xml(xml)
+    return {
+        "name": model["name"],
+        "uuid": model["uuid"],
+        "vcpus": model["vcpus"],
+        "memory_mb": model["memory_mb"],
+        "macs": sorted(i["mac"] for i in model["interfaces"] if i["mac"]),
+        "disks": [d["path"] for d in disks_from_root(root)],
+    }
+
+
+def normalize(xml):
+    """Canonical pretty form, for diffs."""
+    return _text(_parse(xml)) + "\n"

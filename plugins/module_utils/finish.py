@@ -1,0 +1,94 @@
+# -*- coding: utf-8 -*-
+# Copyright: hypervisor.resize contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""virt_finish_migration: grow, define, restore power state on the destination. Private."""
+
+from __future__ import annotations
+
+import os
+
+from .connection import Connection, get_record, hostname, libvirt, libvirt_error, set_record, state_of
+from .domain import check_domain_name, normalize, root_disk, summary, model_from_xml
+from .errors import ValidationError
+from .flavor import GIB
+from . import record as record_mod
+from . import state as state_mod
+from . import storage
+from . import transfer
+
+
+def _check_xml(xml, rec, name, host):
+    got = summary(xml)
+    if got["name"] != name or got["uuid"] != rec["uuid"]:
+        raise ValidationError("the domain XML is for %s (%s), not for %s (%s) of migration %s"
+                              % (got["name"], got["uuid"], name, rec["uuid"], rec["id"]), domain=name, host=host)
+    flavor = rec["new_flavor"]
+    if got["vcpus"] != flavor["vcpus"] or got["memory_mb"] != flavor["memory_mb"]:
+        raise ValidationError("the domain XML has %d vCPUs / %d MiB but flavor %s wants %d / %d"
+                              % (got["vcpus"], got["memory_mb"], flavor.get("name"), flavor["vcpus"],
+                                 flavor["memory_mb"]), domain=name, host=host)
+    missing = sorted(set(d["path"] for d in rec["disks"]) - set(got["disks"]))
+    if missing:
+        raise ValidationError("the domain XML does not use the copied disk(s) %s" % ", ".join(missing),
+                              domain=name, host=host)
+    return got
+
+
+def finish(params, check_mode):
+    name = check_domain_name(params["instance"])
+    mid = state_mod.check_id(params["migration_id"])
+    host = hostname()
+    xml = params["domain_xml"]
+    rec = state_mod.read_record(params["state_dir"], mid)
+    with Connection(params["uri"]) as c:
+        dom = c.find(name)
+        if dom is not None:
+            existing = get_record(dom)
+            if existing and existing.get("id") == mid and existing.get("status") == "finished":
+                return {"changed": False, "migration": existing, "state": state_of(dom),
+                        "msg": "migration already finished here"}
+            raise ValidationError("a domain of this name is already defined here and is not this migration's",
+                                  domain=name, host=host)
+        if rec is None:
+            raise ValidationError("no open migration %s on this host" % mid, domain=name, host=host,
+                                  hint="run virt_resize_prep on this host first")
+        if rec["status"] != "pre-migrating":
+            raise ValidationError("migration %s is %s here, expected pre-migrating" % (mid, rec["status"]),
+                                  domain=name, host=host)
+        _check_xml(xml, rec, name, host)
+        got = {r["path"]: r for r in state_mod.received(params["state_dir"], mid)}
+        for disk in rec["disks"]:
+            if disk["path"] not in got or not os.path.exists(disk["path"]):
+                raise ValidationError("disk %s has not been received and verified here" % disk["path"],
+                                      domain=name, host=host, hint="run virt_power_off_migrate on the source")
+        root = root_disk(model_from_xml(xml))
+        new_root = rec["new_flavor"]["root_gb"] * GIB
+        result = {"changed": True, "diff": {"before": "", "after": normalize(xml)}}
+        if check_mode:
+            return result
+        grown = False
+        if root and root["path"] in got and new_root:
+            grown = storage.grow(root["path"], root["format"], new_root)
+        rec = record_mod.transition(rec, "post-migrating", "%d disk(s) received and verified" % len(got))
+        try:
+            dom = c.conn.defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
+        except libvirt.libvirtError as exc:
+            raise libvirt_error(exc, "libvirt refused the new domain XML", domain=name,
+                                hint="check the template; nothing was defined")
+        rec = record_mod.transition(rec, "finished", "defined on %s; waiting for confirm or revert" % host)
+        set_record(dom, rec)
+        state_mod.write_record(params["state_dir"], rec)
+        if params["power_state"] == "running":
+            try:
+                dom.create()
+            except libvirt.libvirtError as exc:
+                raise libvirt_error(exc, "the resized domain was defined but did not start", domain=name)
+        transfer.edit_authorized_keys(params["authorized_keys"], remove_id=mid)
+        for leftover in ("receive.py", "allowed.json"):
+            path = os.path.join(state_mod.migration_dir(params["state_dir"], mid), leftover)
+            if os.path.exists(path):
+                os.unlink(path)
+        info = storage.image_info(root["path"]) if root else None
+        result.update({"migration": get_record(dom), "state": state_of(dom), "root_disk": info,
+                       "grown": grown, "domain": summary(xml)})
+        return result

@@ -1,0 +1,100 @@
+# -*- coding: utf-8 -*-
+# Copyright: hypervisor.resize contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""virt_power_off_migrate: power off on the source, keep the backup, copy disks. Private."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+from .connection import Connection, get_record, hostname, power_off, set_record, state_of
+from .domain import check_domain_name
+from .errors import ResizeError, ValidationError
+from .facts import describe_instance
+from . import record as record_mod
+from . import state as state_mod
+from . import transfer
+
+MOVABLE_STATES = ("running", "shutoff")
+
+
+def disks_to_copy(instance):
+    """File-backed, writable disks; network disks are never copied; read-only media must be shared."""
+    return [d for d in instance["disks"]
+            if d["device"] == "disk" and d["path"] and not d["network"] and not d["readonly"]]
+
+
+def _known_hosts_line(dest, port, host_key):
+    name = dest if int(port) == 22 else "[%s]:%d" % (dest, int(port))
+    return "%s %s\n" % (name, host_key.strip())
+
+
+def power_off_migrate(params, check_mode):
+    name = check_domain_name(params["instance"])
+    mid = state_mod.check_id(params["migration_id"])
+    host = hostname()
+    with Connection(params["uri"]) as c:
+        dom = c.find(name)
+        if dom is None:
+            raise ValidationError("domain is not defined on this host", domain=name, host=host)
+        inst = describe_instance(dom)
+        rec = inst["migration"]
+        if rec and rec.get("id") == mid and rec.get("status") == "post-migrating":
+            return {"changed": False, "migration": rec, "old_power_state": rec.get("old_power_state"),
+                    "disks": rec.get("disks", []), "msg": "disks already copied for this migration"}
+        if record_mod.is_open(rec):
+            raise ValidationError("another migration of this VM is open: %s (status %s)"
+                                  % (rec["id"], rec["status"]), domain=name, host=host,
+                                  hint="confirm or revert it first")
+        if inst["state"] not in MOVABLE_STATES:
+            raise ValidationError("the VM is %s; only a running or shut-off VM can be resized" % inst["state"],
+                                  domain=name, host=host, hint="resume or repair it first")
+        disks = disks_to_copy(inst)
+        plan = {"changed": True, "old_power_state": inst["state"],
+                "disks": [{"path": d["path"], "allocation": d.get("allocation"), "virtual_size": d.get("virtual_size")}
+                          for d in disks]}
+        if check_mode:
+            return plan
+        old_state = inst["state"]
+        rec = record_mod.new_record(name, inst["uuid"], host, params["dest_host"], params.get("old_flavor"),
+                                    params.get("new_flavor"), migration_id=mid,
+                                    note="claim made on %s" % params["dest_host"])
+        rec["old_power_state"] = old_state
+        rec = record_mod.transition(rec, "migrating", "powering off on %s" % host)
+        set_record(dom, rec)
+        try:
+            stop = power_off(dom, timeout=params["shutdown_timeout"],
+                             retry_interval=params["shutdown_retry_interval"])
+            rec = record_mod.transition(rec, "migrating", "stopped (%s, %.1fs); copying %d disk(s) to %s"
+                                        % (stop["method"], stop["seconds"], len(disks), params["dest"]))
+            set_record(dom, rec)
+            copied = copy_disks(disks, params)
+        except ResizeError as exc:
+            rec = record_mod.transition(rec, "error", exc.msg)
+            set_record(dom, rec)
+            exc.domain, exc.host = exc.domain or name, exc.host or host
+            raise
+        rec["disks"] = copied
+        rec = record_mod.transition(rec, "post-migrating", "%d disk(s) copied and verified" % len(copied))
+        set_record(dom, rec)
+        plan.update({"shutdown": stop, "disks": copied, "migration": rec, "state": state_of(dom)})
+        return plan
+
+
+def copy_disks(disks, params):
+    tmp = tempfile.mkdtemp(prefix="hvresize-xfer-")
+    try:
+        key = os.path.join(tmp, "id")
+        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(params["transfer_private_key"].strip() + "\n")
+        known = os.path.join(tmp, "known_hosts")
+        with open(known, "w") as fh:
+            fh.write(_known_hosts_line(params["dest"], params["dest_port"], params["dest_host_key"]))
+        argv = transfer.ssh_argv(params["dest"], params["dest_port"], key, known, user=params["transfer_user"],
+                                 cipher=params["ssh_cipher"] or None)
+        return [transfer.send(d["path"], argv) for d in disks]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,119 @@
+# -*- coding: utf-8 -*-
+# Copyright: hypervisor.resize contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""virt_resize_prep: validate on the destination, claim, open the record. Private."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+
+from .connection import Connection, hostname
+from .domain import check_domain_name
+from .errors import ValidationError
+from .facts import gather
+from .flavor import GIB, capacity_reasons, normalize_flavor
+from . import record as record_mod
+from . import state as state_mod
+from . import transfer
+
+
+def _check_disks(disks, name, host):
+    paths = []
+    for disk in disks:
+        path = disk.get("path")
+        if not path or not os.path.isabs(path) or os.path.normpath(path) != path:
+            raise ValidationError("disk path %r is not a normalized absolute path" % (path,), domain=name, host=host)
+        if disk.get("backing_file"):
+            raise ValidationError("disk %s has a backing file (%s); images with backing chains are not "
+                                  "supported yet" % (path, disk["backing_file"]), domain=name, host=host,
+                                  hint="flatten it first: qemu-img convert or virsh blockpull")
+        if os.path.lexists(path):
+            raise ValidationError("disk %s already exists on the destination; it would be overwritten" % path,
+                                  domain=name, host=host,
+                                  hint="remove the stale file if it is a leftover, or choose another destination")
+        if not os.path.isdir(os.path.dirname(path)):
+            raise ValidationError("the storage path %s that disk %s needs does not exist on the destination"
+                                  % (os.path.dirname(path), path), domain=name, host=host)
+        paths.append(path)
+    if len(set(paths)) != len(paths):
+        raise ValidationError("the same disk path is listed twice", domain=name, host=host)
+    return paths
+
+
+def _check_shared_files(files, name, host):
+    missing = [f for f in files if not os.path.exists(f)]
+    if missing:
+        raise ValidationError("file(s) the domain uses but does not own are missing on the destination: %s"
+                              % ", ".join(missing), domain=name, host=host,
+                              hint="kernels, initrds, firmware and ISO media must exist at the same path on "
+                                   "every hypervisor")
+
+
+def _check_networks(interfaces, hv, name, host):
+    for nic in interfaces or []:
+        src = nic.get("source") or {}
+        if nic.get("type") == "bridge" and src.get("bridge") not in hv["bridges"]:
+            raise ValidationError("bridge %s used by NIC %s is not present on the destination"
+                                  % (src.get("bridge"), nic.get("mac")), domain=name, host=host)
+        if nic.get("type") == "network" and src.get("network") not in hv["networks"]:
+            raise ValidationError("libvirt network %s used by NIC %s is not active on the destination"
+                                  % (src.get("network"), nic.get("mac")), domain=name, host=host)
+
+
+def prep(params, check_mode):
+    name = check_domain_name(params["instance"])
+    host = hostname()
+    flavor = normalize_flavor(params["flavor"], params["flavor"].get("name"))
+    old_flavor = params.get("old_flavor")
+    disks = params["disks"]
+    lock = contextlib.nullcontext() if check_mode else state_mod.locked(params["state_dir"])
+    with lock:
+        facts = gather({"uri": params["uri"], "state_dir": params["state_dir"],
+                        "instances_path": params["instances_path"], "instance": None})
+        hv = facts["hypervisor"]
+        with Connection(params["uri"]) as c:
+            if c.find(name) is not None or c.find_uuid(params["uuid"]) is not None:
+                raise ValidationError("a domain with this name or UUID is already defined on the destination",
+                                      domain=name, host=host,
+                                      hint="the VM is already there: finish, confirm or revert the earlier "
+                                           "resize, or choose another destination")
+        for rec in state_mod.records(params["state_dir"]):
+            if rec.get("instance") == name and record_mod.is_open(rec):
+                raise ValidationError("migration %s of this VM is still open here (status %s)"
+                                      % (rec["id"], rec["status"]), domain=name, host=host,
+                                      hint="confirm or revert it first")
+        paths = _check_disks(disks, name, host)
+        _check_shared_files(params["shared_files"], name, host)
+        _check_networks(params["interfaces"], hv, name, host)
+        disk_bytes = sum(int(d.get("allocation") or 0) for d in disks)
+        root_growth = max(flavor["root_gb"] * GIB - int((disks[0] if disks else {}).get("virtual_size") or 0), 0)
+        request = {"vcpus": flavor["vcpus"], "memory_mb": flavor["memory_mb"], "disk_bytes": disk_bytes}
+        limits = {k: params[k] for k in ("cpu_allocation_ratio", "ram_allocation_ratio",
+                                          "disk_allocation_ratio", "reserved_host_memory_mb")
+                  if params.get(k) is not None}
+        reasons = capacity_reasons(dict(hv, **limits), request)
+        if reasons:
+            raise ValidationError("the destination cannot take this VM: %s" % "; ".join(reasons),
+                                  domain=name, host=host, details={"reasons": reasons})
+        rec = record_mod.new_record(name, params["uuid"], params["source_host"], host, old_flavor, flavor)
+        rec["claim"] = dict(request, root_growth_bytes=root_growth)
+        rec["disks"] = [{"path": p} for p in paths]
+        result = {"changed": True, "migration_id": rec["id"], "migration": rec, "claim": rec["claim"],
+                  "destination": {"hostname": host, "free_disk_bytes": hv["free_disk_bytes"]}}
+        if check_mode:
+            result["migration_id"] = None
+            return result
+        state_mod.write_record(params["state_dir"], rec)
+        mdir = state_mod.migration_dir(params["state_dir"], rec["id"])
+        state_mod.write_file(params["state_dir"], rec["id"], "allowed.json",
+                             json.dumps(paths))
+        state_mod.write_file(params["state_dir"], rec["id"], "receive.py", transfer.RECEIVER, 0o700)
+        private, public = transfer.make_keypair(transfer.KEY_TAG + rec["id"])
+        transfer.edit_authorized_keys(params["authorized_keys"],
+                                      add=transfer.authorized_line(public, mdir, rec["id"]))
+    with open(params["ssh_host_key"]) as fh:
+        host_key = " ".join(fh.read().split()[:2])
+    result["transfer"] = {"user": "root", "private_key": private, "host_key": host_key}
+    return result

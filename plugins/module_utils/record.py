@@ -1,0 +1,95 @@
+# -*- coding: utf-8 -*-
+# Copyright: hypervisor.resize contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The migration record and its state machine. Private to hypervisor.resize. Pure: no I/O.
+
+The record lives in the domain's <metadata> under RECORD_NS (see docs/architecture.md), and as JSON
+in the destination's migration directory before the destination has a domain.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import uuid
+
+from .domain import RECORD_NS, RECORD_PREFIX
+from .errors import ValidationError
+
+try:
+    from lxml import etree
+except ImportError:  # pragma: no cover
+    etree = None
+
+# Nova's migration statuses, and the moves between them.
+TRANSITIONS = {
+    None: ("pre-migrating",),
+    "pre-migrating": ("migrating", "error", "reverting"),
+    "migrating": ("post-migrating", "error", "reverting"),
+    "post-migrating": ("finished", "error", "reverting"),
+    "finished": ("confirming", "reverting"),
+    "confirming": ("confirmed", "error"),
+    "reverting": ("reverted", "error"),
+    "error": ("reverting", "reverted"),
+    "confirmed": (),
+    "reverted": (),
+}
+OPEN_STATUSES = ("pre-migrating", "migrating", "post-migrating", "finished", "confirming", "reverting", "error")
+
+
+def now():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def new_record(instance, uuid_, source, dest, old_flavor, new_flavor, clock=now, migration_id=None,
+               note=None):
+    rec = {
+        "id": migration_id or str(uuid.uuid4()),
+        "instance": instance,
+        "uuid": uuid_,
+        "status": None,
+        "source": source,
+        "dest": dest,
+        "old_flavor": old_flavor,
+        "new_flavor": new_flavor,
+        "old_power_state": None,
+        "disks": [],
+        "created": clock(),
+        "history": [],
+    }
+    return transition(rec, "pre-migrating", note or "claim made on %s" % dest, clock=clock)
+
+
+def transition(rec, status, note="", clock=now):
+    """Move the record to `status`, refusing moves the state machine does not allow."""
+    if status not in TRANSITIONS.get(rec.get("status"), ()) and status != rec.get("status"):
+        raise ValidationError("migration %s cannot go from %s to %s"
+                              % (rec.get("id"), rec.get("status") or "nothing", status))
+    rec = dict(rec)
+    rec["history"] = list(rec.get("history", [])) + [{"at": clock(), "status": status, "note": note}]
+    rec["status"] = status
+    rec["updated"] = clock()
+    return rec
+
+
+def is_open(rec):
+    return bool(rec) and rec.get("status") in OPEN_STATUSES
+
+
+def to_xml(rec):
+    """The <hvr:migration> element holding the record (JSON inside, so nothing is lost)."""
+    el = etree.Element("{%s}migration" % RECORD_NS, nsmap={RECORD_PREFIX: RECORD_NS})
+    el.set("id", rec["id"])
+    el.set("status", rec["status"] or "")
+    el.text = json.dumps(rec, sort_keys=True)
+    return etree.tostring(el, encoding="unicode")
+
+
+def from_xml(xml):
+    """Parse what virDomainGetMetadata returns for RECORD_NS; None for no record."""
+    if not xml:
+        return None
+    el = etree.fromstring(xml.encode("utf-8") if isinstance(xml, str) else xml)
+    if not el.text:
+        return None
+    return json.loads(el.text)

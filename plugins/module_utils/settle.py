@@ -1,0 +1,164 @@
+# -*- coding: utf-8 -*-
+# Copyright: hypervisor.resize contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Ending a migration: revert (also the rollback) and confirm, per side. Private.
+
+Safety rule: only what this migration made is ever removed. On the destination that is the domain
+whose record carries this migration's id and the files listed in received.jsonl (plus their
+.hvresize-part leftovers). On the source, disks are removed only by confirm.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from .connection import Connection, get_record, hostname, libvirt, libvirt_error, set_record, state_of
+from .domain import check_domain_name
+from .errors import ValidationError
+from . import record as record_mod
+from . import state as state_mod
+from . import transfer
+
+
+def _move(rec, status, note):
+    if rec.get("status") == status:
+        return rec
+    return record_mod.transition(rec, status, note)
+
+
+def _remove_domain(dom, name):
+    try:
+        if dom.isActive():
+            dom.destroy()
+        dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+                          | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+    except libvirt.libvirtError as exc:
+        raise libvirt_error(exc, "cannot remove the domain", domain=name)
+
+
+def revert_destination(params, check_mode):
+    name = check_domain_name(params["instance"])
+    mid = state_mod.check_id(params["migration_id"])
+    host = hostname()
+    actions = []
+    with Connection(params["uri"]) as c:
+        dom = c.find(name)
+        if dom is not None:
+            rec = get_record(dom)
+            if rec and rec.get("id") == mid:
+                actions.append("remove domain %s" % name)
+                if not check_mode:
+                    _remove_domain(dom, name)
+        files = []
+        allowed_path = os.path.join(state_mod.migration_dir(params["state_dir"], mid), "allowed.json")
+        allowed = []
+        if os.path.exists(allowed_path):
+            with open(allowed_path) as fh:
+                allowed = json.load(fh)
+        for entry in state_mod.received(params["state_dir"], mid):
+            files.append(entry["path"])
+        files += [p + ".hvresize-part" for p in allowed + files]
+        for path in sorted(set(files)):
+            if os.path.lexists(path):
+                actions.append("delete %s" % path)
+                if not check_mode:
+                    os.unlink(path)
+        if transfer.has_key(params["authorized_keys"], mid):
+            actions.append("revoke transfer key")
+            if not check_mode:
+                transfer.edit_authorized_keys(params["authorized_keys"], remove_id=mid)
+        if os.path.isdir(state_mod.migration_dir(params["state_dir"], mid)):
+            actions.append("release claim")
+            if not check_mode:
+                state_mod.remove(params["state_dir"], mid)
+    return {"changed": bool(actions), "actions": actions, "host": host}
+
+
+def revert_source(params, check_mode):
+    name = check_domain_name(params["instance"])
+    mid = state_mod.check_id(params["migration_id"])
+    host = hostname()
+    with Connection(params["uri"]) as c:
+        dom = c.find(name)
+        if dom is None:
+            raise ValidationError("domain is not defined on the source; nothing to revert to", domain=name,
+                                  host=host, hint="if the resize was confirmed, the original is gone")
+        rec = get_record(dom)
+        actions = []
+        if not rec or rec.get("id") != mid:
+            # This migration never touched the source (it failed before power-off): nothing to undo.
+            return {"changed": False, "actions": [], "state": state_of(dom), "host": host}
+        old_state = rec.get("old_power_state")
+        if rec["status"] == "confirmed":
+            raise ValidationError("migration %s was confirmed; it cannot be reverted" % mid, domain=name, host=host)
+        if rec["status"] != "reverted":
+            actions.append("record reverted")
+        if old_state == "running" and not dom.isActive():
+            actions.append("start %s" % name)
+        if check_mode or not actions:
+            return {"changed": bool(actions), "actions": actions, "state": state_of(dom), "host": host}
+        note = params.get("reason") or "reverted"
+        if rec["status"] not in ("error", "reverting", "reverted"):
+            rec = _move(rec, "reverting", note)
+        rec = _move(rec, "reverted", note)
+        set_record(dom, rec)
+        if old_state == "running" and not dom.isActive():
+            try:
+                dom.create()
+            except libvirt.libvirtError as exc:
+                raise libvirt_error(exc, "cannot start the original domain again", domain=name)
+        return {"changed": True, "actions": actions, "state": state_of(dom), "migration": rec, "host": host}
+
+
+def confirm_destination(params, check_mode):
+    name = check_domain_name(params["instance"])
+    mid = state_mod.check_id(params["migration_id"])
+    with Connection(params["uri"]) as c:
+        dom = c.find(name)
+        rec = get_record(dom) if dom is not None else None
+        if not rec or rec.get("id") != mid:
+            raise ValidationError("migration %s is not on this host's domain" % mid, domain=name, host=hostname())
+        if rec["status"] == "confirmed":
+            return {"changed": False, "migration": rec}
+        if rec["status"] != "finished":
+            raise ValidationError("migration %s is %s; only a finished resize can be confirmed"
+                                  % (mid, rec["status"]), domain=name, host=hostname())
+        if check_mode:
+            return {"changed": True, "actions": ["record confirmed", "release claim"]}
+        rec = record_mod.transition(rec, "confirming", "confirm requested")
+        rec = record_mod.transition(rec, "confirmed", "source cleaned up; claim released")
+        set_record(dom, rec)
+        state_mod.remove(params["state_dir"], mid)
+        transfer.edit_authorized_keys(params["authorized_keys"], remove_id=mid)
+        return {"changed": True, "migration": rec, "actions": ["record confirmed", "release claim"]}
+
+
+def confirm_source(params, check_mode):
+    """Delete the backup: the old definition and the disks this migration copied."""
+    name = check_domain_name(params["instance"])
+    mid = state_mod.check_id(params["migration_id"])
+    host = hostname()
+    with Connection(params["uri"]) as c:
+        dom = c.find(name)
+        if dom is None:
+            return {"changed": False, "actions": [], "msg": "nothing left on the source"}
+        rec = get_record(dom)
+        if not rec or rec.get("id") != mid:
+            raise ValidationError("the domain here is not the source of migration %s; refusing to delete it" % mid,
+                                  domain=name, host=host)
+        if rec["status"] != "post-migrating":
+            raise ValidationError("migration %s is %s on the source; only a completed copy can be confirmed"
+                                  % (mid, rec["status"]), domain=name, host=host)
+        if dom.isActive():
+            raise ValidationError("the source domain is running; refusing to delete it", domain=name, host=host,
+                                  hint="shut it off, or revert the resize")
+        paths = [d["path"] for d in rec.get("disks", [])]
+        actions = ["undefine %s" % name] + ["delete %s" % p for p in paths if os.path.exists(p)]
+        if check_mode:
+            return {"changed": True, "actions": actions}
+        _remove_domain(dom, name)
+        for path in paths:
+            if os.path.exists(path):
+                os.unlink(path)
+        return {"changed": True, "actions": actions}

@@ -1,0 +1,226 @@
+# -*- coding: utf-8 -*-
+# Copyright: hypervisor.resize contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Disk transfer from source to destination without standing trust. Private to hypervisor.resize.
+
+The destination (virt_resize_prep) makes a one-off key pair for one migration and authorizes it
+for root with `restrict,command=...`: the key can do nothing but run RECEIVER, which writes only the
+paths listed in the migration's allowed.json. The source (virt_power_off_migrate) streams the
+allocated extents of each disk through ssh with that key; the receiver writes them sparsely to
+`<path>.hvresize-part`, checks the sha256 of the stream, then renames. The key is revoked when the
+migration finishes, reverts or fails.
+
+Wire format, one ssh session per disk:
+  header: one JSON line {"v": 1, "path": ..., "size": ...}
+  frames: 16-byte big-endian (offset, length) then `length` bytes; the end frame has offset 2**64-1
+          and length 0, followed by the 64-hex-char sha256 of all frames (headers and data).
+  reply:  one JSON line from the receiver: {"ok": true, "sha256": ..., "bytes": ...} or {"ok": false, "error": ...}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import struct
+import subprocess
+import tempfile
+import time
+
+from .errors import TransferError
+from .storage import CHUNK, extents
+
+FRAME = struct.Struct(">QQ")
+END = 2 ** 64 - 1
+KEY_TAG = "hvresize-migration:"
+
+RECEIVER = r'''#!/usr/bin/python3
+# Receive-only end of a hypervisor.resize disk copy. Written by virt_resize_prep for one
+# migration; run by sshd as the forced command of that migration's one-off key.
+import hashlib, json, os, struct, sys
+FRAME = struct.Struct(">QQ")
+END = 2 ** 64 - 1
+
+def reply(obj, code):
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+    sys.exit(code)
+
+def read_exact(stream, n):
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = stream.read(n - len(buf))
+        if not chunk:
+            raise EOFError("stream ended early")
+        buf += chunk
+    return bytes(buf)
+
+def main():
+    mdir = sys.argv[1]
+    stream = sys.stdin.buffer
+    header = json.loads(stream.readline().decode("utf-8"))
+    with open(os.path.join(mdir, "allowed.json")) as fh:
+        allowed = json.load(fh)
+    path = header["path"]
+    if path not in allowed:
+        reply({"ok": False, "error": "path %s is not part of this migration" % path}, 3)
+    if os.path.lexists(path):
+        reply({"ok": False, "error": "%s already exists on the destination" % path}, 3)
+    part = path + ".hvresize-part"
+    digest = hashlib.sha256()
+    received = 0
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.ftruncate(fd, int(header["size"]))
+        while True:
+            head = read_exact(stream, FRAME.size)
+            digest.update(head)
+            offset, length = FRAME.unpack(head)
+            if offset == END:
+                break
+            left = length
+            while left:
+                data = read_exact(stream, min(left, 4 << 20))
+                digest.update(data)
+                os.pwrite(fd, data, offset + length - left)
+                left -= len(data)
+            received += length
+        expected = read_exact(stream, 64).decode("ascii")
+        os.fsync(fd)
+    except Exception as exc:
+        os.close(fd)
+        os.unlink(part)
+        reply({"ok": False, "error": "receive failed: %s" % exc}, 4)
+    os.close(fd)
+    if expected != digest.hexdigest():
+        os.unlink(part)
+        reply({"ok": False, "error": "checksum mismatch: sent %s, received %s" % (expected, digest.hexdigest())}, 5)
+    os.rename(part, path)
+    with open(os.path.join(mdir, "received.jsonl"), "a") as fh:
+        fh.write(json.dumps({"path": path, "sha256": expected, "bytes": received}) + "\n")
+    reply({"ok": True, "sha256": expected, "bytes": received}, 0)
+
+main()
+'''
+
+
+def make_keypair(comment):
+    """A fresh ed25519 key pair: (private_key_text, public_key_line)."""
+    tmp = tempfile.mkdtemp(prefix="hvresize-key-")
+    try:
+        key = os.path.join(tmp, "id")
+        proc = subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", key],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
+        if proc.returncode != 0:
+            raise TransferError("ssh-keygen failed: %s" % proc.stderr.decode("utf-8", "replace").strip(),
+                                hint="install openssh-client on the destination")
+        with open(key) as fh:
+            private = fh.read()
+        with open(key + ".pub") as fh:
+            public = fh.read().strip()
+        return private, public
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def authorized_line(public_key, migration_dir, migration_id, python="/usr/bin/python3"):
+    command = "%s %s %s" % (python, shlex.quote(os.path.join(migration_dir, "receive.py")),
+                            shlex.quote(migration_dir))
+    kind, blob = public_key.split()[:2]
+    return 'restrict,command="%s" %s %s %s%s' % (command, kind, blob, KEY_TAG, migration_id)
+
+
+def edit_authorized_keys(path, add=None, remove_id=None):
+    """Add a line and/or remove the lines of one migration; returns True when the file changed."""
+    lines = []
+    if os.path.exists(path):
+        with open(path) as fh:
+            lines = fh.read().splitlines()
+    new = [ln for ln in lines if not (remove_id and ln.endswith(" " + KEY_TAG + remove_id))]
+    if add and add not in new:
+        new.append(add)
+    if new == lines:
+        return False
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    tmp = path + ".hvresize-tmp"
+    with open(tmp, "w") as fh:
+        fh.write("\n".join(new) + ("\n" if new else ""))
+    os.chmod(tmp, 0o600)
+    os.rename(tmp, path)
+    return True
+
+
+def has_key(path, migration_id):
+    if not os.path.exists(path):
+        return False
+    with open(path) as fh:
+        return any(ln.rstrip().endswith(" " + KEY_TAG + migration_id) for ln in fh)
+
+
+def frames(path, size, chunk=CHUNK):
+    """Yield the wire frames of a disk: allocated, non-zero data only; the digest comes last."""
+    digest = hashlib.sha256()
+    zero = bytes(chunk)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for start, length in extents(fd, size):
+            pos, end = start, start + length
+            while pos < end:
+                data = os.pread(fd, min(chunk, end - pos), pos)
+                if not data:
+                    break
+                if data != zero[:len(data)]:
+                    head = FRAME.pack(pos, len(data))
+                    digest.update(head)
+                    digest.update(data)
+                    yield head + data
+                pos += len(data)
+    finally:
+        os.close(fd)
+    tail = FRAME.pack(END, 0)
+    digest.update(tail)
+    yield tail + digest.hexdigest().encode("ascii")
+
+
+def send(path, argv, progress=None):
+    """Stream one disk into `argv` (ssh ... or a local receiver); returns the receiver's reply."""
+    size = os.stat(path).st_size
+    started = time.monotonic()
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    sent = 0
+    try:
+        proc.stdin.write((json.dumps({"v": 1, "path": path, "size": size}) + "\n").encode("utf-8"))
+        for frame in frames(path, size):
+            proc.stdin.write(frame)
+            sent += len(frame)
+            if progress is not None:
+                progress(sent)
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass
+    out, err = proc.communicate()
+    reply = None
+    for line in out.decode("utf-8", "replace").splitlines():
+        if line.startswith("{"):
+            reply = json.loads(line)
+    if proc.returncode != 0 or not reply or not reply.get("ok"):
+        reason = (reply or {}).get("error") or err.decode("utf-8", "replace").strip() or "no reply"
+        raise TransferError("copy of %s failed: %s" % (path, reason),
+                            details={"rc": proc.returncode, "wire_bytes": sent})
+    reply["wire_bytes"] = sent
+    reply["seconds"] = round(time.monotonic() - started, 3)
+    reply["path"] = path
+    reply["size"] = size
+    return reply
+
+
+def ssh_argv(dest, port, key_file, known_hosts_file, user="root", cipher="aes128-gcm@openssh.com"):
+    argv = ["ssh", "-T", "-i", key_file, "-p", str(port),
+            "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=yes",
+            "-o", "UserKnownHostsFile=%s" % known_hosts_file, "-o", "GlobalKnownHostsFile=/dev/null",
+            "-o", "ConnectTimeout=15", "-o", "ServerAliveInterval=15"]
+    if cipher:
+        argv += ["-c", cipher]
+    return argv + ["%s@%s" % (user, dest), "receive"]

@@ -1,0 +1,100 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: hypervisor.resize contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: virt_confirm_resize
+short_description: Confirm a finished resize, one side at a time
+version_added: 0.1.0
+description:
+  - Run with O(side=source) on the source first, then with O(side=destination) on the destination
+    (Nova's C(confirm_resize)).
+  - B(source) deletes the backup - the old definition and the disks this migration copied - and
+    only when the record there says the copy completed for O(migration_id) and the domain is shut off.
+  - B(destination) moves the record to C(confirmed) and releases the claim. Only a C(finished)
+    resize can be confirmed.
+  - Idempotent.
+author: hypervisor.resize maintainers (@hypervisor-resize)
+extends_documentation_fragment:
+  - hypervisor.resize.connection
+  - hypervisor.resize.connection.state_dir
+options:
+  instance:
+    description: Name of the domain.
+    type: str
+    required: true
+  migration_id:
+    description: Id of the migration to confirm.
+    type: str
+    required: true
+  side:
+    description: Which end of the migration this host is.
+    type: str
+    choices: [source, destination]
+    required: true
+  authorized_keys:
+    description: The authorized_keys file checked for a leftover transfer key (destination).
+    type: path
+    default: /root/.ssh/authorized_keys
+attributes:
+  check_mode:
+    support: full
+    details: Returns the actions it would take.
+  diff_mode:
+    support: none
+"""
+
+EXAMPLES = r"""
+- name: Delete the backup on the source
+  hypervisor.resize.virt_confirm_resize:
+    instance: web01
+    migration_id: 0b6f0c7e-4c1e-4a7b-9b55-2a8f1f0e6d11
+    side: source
+  delegate_to: hv1
+
+- name: Close the record on the destination
+  hypervisor.resize.virt_confirm_resize:
+    instance: web01
+    migration_id: 0b6f0c7e-4c1e-4a7b-9b55-2a8f1f0e6d11
+    side: destination
+  delegate_to: hv2
+"""
+
+RETURN = r"""
+actions:
+  description: What was done (or, in check mode, would be done).
+  returned: always
+  type: list
+  elements: str
+  sample: [undefine web01, delete /var/lib/libvirt/images/web01.qcow2]
+migration:
+  description: The record after confirming (destination side).
+  returned: when O(side=destination) and changed
+  type: dict
+  sample: {id: 0b6f0c7e-4c1e-4a7b-9b55-2a8f1f0e6d11, status: confirmed}
+"""
+
+from ansible_collections.hypervisor.resize.plugins.module_utils.common import ResizeModule
+from ansible_collections.hypervisor.resize.plugins.module_utils.settle import confirm_destination, confirm_source
+
+
+def main():
+    module = ResizeModule(
+        argument_spec=dict(
+            instance=dict(type="str", required=True),
+            migration_id=dict(type="str", required=True),
+            side=dict(type="str", required=True, choices=["source", "destination"]),
+            authorized_keys=dict(type="path", default="/root/.ssh/authorized_keys", no_log=False),
+        ),
+        state_dir=True,
+        supports_check_mode=True,
+    )
+    step = confirm_source if module.params["side"] == "source" else confirm_destination
+    module.run(lambda m: step(m.params, m.check_mode))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: hypervisor.resize contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: virt_host_facts
+short_description: Capacity, domains and claims of a libvirt hypervisor
+version_added: 0.1.0
+description:
+  - Reports what the resize scheduler needs to know about a hypervisor host, read-only.
+  - CPUs, memory, architecture and CPU model, libvirt and QEMU versions, free space where instance
+    disks live, the vCPUs and memory given to every defined domain, outstanding resize claims, and
+    the bridges and libvirt networks present.
+  - With O(instance), also the full model of that domain when it is defined here (its disks with
+    virtual and allocated sizes, NICs, the migration record if any), which the role uses to render
+    the resized domain XML.
+author: hypervisor.resize maintainers (@hypervisor-resize)
+extends_documentation_fragment:
+  - hypervisor.resize.connection
+  - hypervisor.resize.connection.state_dir
+options:
+  instance:
+    description:
+      - Name of a domain to describe in detail. Not an error when it is not defined on this host.
+    type: str
+  instances_path:
+    description:
+      - Directory where instance disks live; its free space is reported.
+    type: path
+    default: /var/lib/libvirt/images
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+notes:
+  - Never changes anything; safe in check mode.
+"""
+
+EXAMPLES = r"""
+- name: Gather facts from every hypervisor
+  hypervisor.resize.virt_host_facts:
+    instance: web01
+  register: hv
+
+- name: Ad-hoc, from the shell
+  ansible.builtin.debug:
+    msg: "ansible hypervisors -m hypervisor.resize.virt_host_facts"
+"""
+
+RETURN = r"""
+hypervisor:
+  description: Facts of this hypervisor.
+  returned: always
+  type: dict
+  sample:
+    hostname: hv1
+    arch: x86_64
+    cpu_model: Skylake-Client-IBRS
+    cpus: 2
+    memory_mb: 24032
+    free_memory_mb: 22011
+    libvirt_version: 9.0.0
+    hypervisor_version: 7.2.0
+    allocated_vcpus: 1
+    allocated_memory_mb: 128
+    claimed_vcpus: 0
+    claimed_memory_mb: 0
+    claimed_disk_bytes: 0
+    free_disk_bytes: 85899345920
+    instances_path: /var/lib/libvirt/images
+    bridges: [vmbr0]
+    networks: []
+    domains:
+      - {name: web01, uuid: 6f1c..., state: running, vcpus: 1, memory_mb: 128, migration: null}
+instance:
+  description: Model of O(instance) when it is defined on this host, else null.
+  returned: when O(instance) is given
+  type: dict
+  sample:
+    name: web01
+    uuid: 6f1c3a4e-8d2b-4b7e-9a51-0c2d3e4f5a6b
+    state: running
+    vcpus: 1
+    memory_mb: 128
+    root_disk: {path: /var/lib/libvirt/images/web01.qcow2, format: qcow2, virtual_size: 1073741824, allocation: 2490368}
+    disks: []
+    interfaces: [{type: bridge, mac: "52:54:00:12:34:56", source: {bridge: vmbr0}}]
+    model: {}
+    migration: null
+"""
+
+from ansible_collections.hypervisor.resize.plugins.module_utils.common import ResizeModule
+from ansible_collections.hypervisor.resize.plugins.module_utils.facts import gather
+
+
+def main():
+    module = ResizeModule(
+        argument_spec=dict(
+            instance=dict(type="str"),
+            instances_path=dict(type="path", default="/var/lib/libvirt/images"),
+        ),
+        state_dir=True,
+        supports_check_mode=True,
+    )
+    module.run(lambda m: gather(m.params))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: hypervisor.resize contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: virt_power_off_migrate
+short_description: Power off a VM on the source hypervisor and copy its disks to the destination
+version_added: 0.1.0
+description:
+  - Second step of a cold resize, run on the B(source) hypervisor (Nova's C(resize_instance)).
+  - Refuses a VM that is paused, crashed or in the middle of another migration.
+  - Writes the migration record into the domain's metadata (status C(migrating)), asks the guest to
+    shut down through ACPI, polls every second, repeats the request every O(shutdown_retry_interval)
+    seconds and stops the VM hard after O(shutdown_timeout) seconds.
+  - Copies every writable file-backed disk directly to the destination over ssh with the one-off
+    key from M(hypervisor.resize.virt_resize_prep). Only allocated, non-zero data crosses the wire,
+    holes stay holes, and the destination checks the stream's sha256 before it keeps the file.
+  - The source disks and definition are not modified; they are the backup until the resize is
+    confirmed. On failure the record says C(error); revert with M(hypervisor.resize.virt_revert_resize).
+author: hypervisor.resize maintainers (@hypervisor-resize)
+extends_documentation_fragment:
+  - hypervisor.resize.connection
+options:
+  instance:
+    description: Name of the domain.
+    type: str
+    required: true
+  migration_id:
+    description: Id returned by M(hypervisor.resize.virt_resize_prep).
+    type: str
+    required: true
+  dest:
+    description: Address or name by which this host reaches the destination's sshd.
+    type: str
+    required: true
+  dest_host:
+    description: Inventory name of the destination, for the record.
+    type: str
+    required: true
+  dest_port:
+    description: Port of the destination's sshd.
+    type: int
+    default: 22
+  dest_host_key:
+    description: The destination's public ssh host key (C(type base64)); the copy refuses any other.
+    type: str
+    required: true
+  transfer_user:
+    description: User the one-off key was authorized for on the destination.
+    type: str
+    default: root
+  transfer_private_key:
+    description: Private half of the one-off key. Written to a private temporary file for the copy only.
+    type: str
+    required: true
+  ssh_cipher:
+    description: ssh cipher for the copy; the empty string leaves it to ssh.
+    type: str
+    default: aes128-gcm@openssh.com
+  old_flavor:
+    description: The VM's current size, for the record.
+    type: dict
+  new_flavor:
+    description: The new flavor, for the record.
+    type: dict
+  shutdown_timeout:
+    description: Seconds to wait for a graceful shutdown before stopping the VM hard.
+    type: int
+    default: 60
+  shutdown_retry_interval:
+    description: Seconds between repeated ACPI shutdown requests.
+    type: int
+    default: 10
+attributes:
+  check_mode:
+    support: full
+    details: Reports the power state and the disks it would copy; touches nothing.
+  diff_mode:
+    support: none
+"""
+
+EXAMPLES = r"""
+- name: Power off web01 on hv1 and copy its disks to hv2
+  hypervisor.resize.virt_power_off_migrate:
+    instance: web01
+    migration_id: "{{ prep.migration_id }}"
+    dest: hv2
+    dest_host: hv2
+    dest_host_key: "{{ prep.transfer.host_key }}"
+    transfer_private_key: "{{ prep.transfer.private_key }}"
+  delegate_to: hv1
+  no_log: true
+"""
+
+RETURN = r"""
+old_power_state:
+  description: Power state before the step; the finish step restores it.
+  returned: always
+  type: str
+  sample: running
+shutdown:
+  description: How the VM was stopped (C(graceful), C(hard) or C(none) if it was off) and how long it took.
+  returned: changed
+  type: dict
+  sample: {method: graceful, seconds: 1.6}
+disks:
+  description: Each disk copied, with bytes of data, bytes on the wire, seconds and sha256 of the stream.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{path: /var/lib/libvirt/images/web01.qcow2, size: 1074135040, bytes: 2293760, wire_bytes: 2293840, seconds: 0.21, sha256: 9f2c...}]
+migration:
+  description: The migration record as now stored in the source domain's metadata.
+  returned: changed
+  type: dict
+  sample: {id: 0b6f0c7e-4c1e-4a7b-9b55-2a8f1f0e6d11, status: post-migrating, old_power_state: running}
+"""
+
+from ansible_collections.hypervisor.resize.plugins.module_utils.common import ResizeModule
+from ansible_collections.hypervisor.resize.plugins.module_utils.migrate import power_off_migrate
+
+
+def main():
+    module = ResizeModule(
+        argument_spec=dict(
+            instance=dict(type="str", required=True),
+            migration_id=dict(type="str", required=True),
+            dest=dict(type="str", required=True),
+            dest_host=dict(type="str", required=True),
+            dest_port=dict(type="int", default=22),
+            dest_host_key=dict(type="str", required=True),
+            transfer_user=dict(type="str", default="root"),
+            transfer_private_key=dict(type="str", required=True, no_log=True),
+            ssh_cipher=dict(type="str", default="aes128-gcm@openssh.com"),
+            old_flavor=dict(type="dict"),
+            new_flavor=dict(type="dict"),
+            shutdown_timeout=dict(type="int", default=60),
+            shutdown_retry_interval=dict(type="int", default=10),
+        ),
+        supports_check_mode=True,
+    )
+    module.run(lambda m: power_off_migrate(m.params, m.check_mode))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: hypervisor.resize contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: virt_resize_prep
+short_description: Validate a resize on the destination hypervisor, claim resources, open the migration record
+version_added: 0.1.0
+description:
+  - First step of a cold resize, run on the B(destination) hypervisor (Nova's C(prep_resize)).
+  - Refuses, changing nothing, when the VM is already defined here, a disk file would be
+    overwritten, a storage path, bridge, libvirt network or shared boot file is missing, another
+    migration of the VM is open here, or the host lacks vCPUs, memory or disk for the new flavor
+    (allocation ratios and reserved memory as Nova counts them, outstanding claims included).
+  - Otherwise, under a lock on O(state_dir) so that concurrent resizes cannot overbook the host,
+    records a claim and opens the migration record (status C(pre-migrating)), and makes a one-off
+    ssh key that can do nothing but receive this migration's disks. The private half is returned
+    for M(hypervisor.resize.virt_power_off_migrate); it is revoked when the migration finishes or
+    is reverted.
+author: hypervisor.resize maintainers (@hypervisor-resize)
+extends_documentation_fragment:
+  - hypervisor.resize.connection
+  - hypervisor.resize.connection.state_dir
+options:
+  instance:
+    description: Name of the domain being resized.
+    type: str
+    required: true
+  uuid:
+    description: UUID of the domain on the source.
+    type: str
+    required: true
+  source_host:
+    description: Name of the source hypervisor, for the record.
+    type: str
+    required: true
+  flavor:
+    description:
+      - The new flavor, with keys C(name), C(vcpus), C(memory_mb), C(root_gb) and optionally
+        C(ephemeral_gb) and C(swap_mb).
+    type: dict
+    required: true
+  old_flavor:
+    description: The VM's current size, for the record.
+    type: dict
+  disks:
+    description:
+      - The disk images that will be copied here, as reported by M(hypervisor.resize.virt_host_facts)
+        on the source; the first is the root disk. Each needs C(path); C(allocation) (bytes) is
+        claimed; an image with C(backing_file) is refused.
+    type: list
+    elements: dict
+    required: true
+  shared_files:
+    description: Files the domain uses that must already exist here (kernel, initrd, firmware, ISO media).
+    type: list
+    elements: path
+    default: []
+  interfaces:
+    description: NICs of the domain (C(type), C(source)); their bridges or networks must exist here.
+    type: list
+    elements: dict
+    default: []
+  instances_path:
+    description: Directory whose free space counts as the host's disk capacity.
+    type: path
+    default: /var/lib/libvirt/images
+  cpu_allocation_ratio:
+    description: vCPUs per physical CPU. Nova's default is 4.0.
+    type: float
+  ram_allocation_ratio:
+    description: Memory overcommit ratio. Default 1.0.
+    type: float
+  disk_allocation_ratio:
+    description: Disk overcommit ratio. Default 1.0.
+    type: float
+  reserved_host_memory_mb:
+    description: Memory kept for the host itself. Default 512.
+    type: int
+  authorized_keys:
+    description: The authorized_keys file of the receiving user (root) where the one-off key goes.
+    type: path
+    default: /root/.ssh/authorized_keys
+  ssh_host_key:
+    description: Public host key of this host's sshd, handed to the source so it can verify this host.
+    type: path
+    default: /etc/ssh/ssh_host_ed25519_key.pub
+attributes:
+  check_mode:
+    support: full
+    details: Validates everything and returns the claim it would make; writes nothing.
+  diff_mode:
+    support: none
+"""
+
+EXAMPLES = r"""
+- name: Claim room for web01 on hv2
+  hypervisor.resize.virt_resize_prep:
+    instance: web01
+    uuid: "{{ src.instance.uuid }}"
+    source_host: hv1
+    flavor: {name: m1.small, vcpus: 2, memory_mb: 2048, root_gb: 20}
+    disks: "{{ src.instance.disks }}"
+  delegate_to: hv2
+  register: prep
+  no_log: true  # the result holds the one-off transfer key
+"""
+
+RETURN = r"""
+migration_id:
+  description: Id of the migration opened (null in check mode).
+  returned: always
+  type: str
+  sample: 0b6f0c7e-4c1e-4a7b-9b55-2a8f1f0e6d11
+migration:
+  description: The migration record as written.
+  returned: always
+  type: dict
+  sample: {id: 0b6f0c7e-4c1e-4a7b-9b55-2a8f1f0e6d11, status: pre-migrating, instance: web01, source: hv1, dest: hv2}
+claim:
+  description: Resources claimed on this host until the migration is confirmed or reverted.
+  returned: always
+  type: dict
+  sample: {vcpus: 2, memory_mb: 256, disk_bytes: 2490368, root_growth_bytes: 1073741824}
+destination:
+  description: This host's name and free disk space.
+  returned: always
+  type: dict
+  sample: {hostname: hv2, free_disk_bytes: 85899345920}
+transfer:
+  description:
+    - One-off credentials for the source's copy (private key, user, this host's public host key).
+      Use C(no_log) on the task.
+  returned: success, not in check mode
+  type: dict
+  sample: {user: root, private_key: "-----BEGIN OPENSSH PRIVATE KEY-----...", host_key: "ssh-ed25519 AAAA..."}
+"""
+
+from ansible_collections.hypervisor.resize.plugins.module_utils.common import ResizeModule
+from ansible_collections.hypervisor.resize.plugins.module_utils.prep import prep
+
+
+def main():
+    module = ResizeModule(
+        argument_spec=dict(
+            instance=dict(type="str", required=True),
+            uuid=dict(type="str", required=True),
+            source_host=dict(type="str", required=True),
+            flavor=dict(type="dict", required=True),
+            old_flavor=dict(type="dict"),
+            disks=dict(type="list", elements="dict", required=True),
+            shared_files=dict(type="list", elements="path", default=[]),
+            interfaces=dict(type="list", elements="dict", default=[]),
+            instances_path=dict(type="path", default="/var/lib/libvirt/images"),
+            cpu_allocation_ratio=dict(type="float"),
+            ram_allocation_ratio=dict(type="float"),
+            disk_allocation_ratio=dict(type="float"),
+            reserved_host_memory_mb=dict(type="int"),
+            authorized_keys=dict(type="path", default="/root/.ssh/authorized_keys"),
+            ssh_host_key=dict(type="path", default="/etc/ssh/ssh_host_ed25519_key.pub"),
+        ),
+        state_dir=True,
+        supports_check_mode=True,
+    )
+    module.run(lambda m: prep(m.params, m.check_mode))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: hypervisor.resize contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: virt_revert_resize
+short_description: Undo a resize, on one side at a time; also the rollback after a failed step
+version_added: 0.1.0
+description:
+  - Run with O(side=destination) on the destination first, then with O(side=source) on the source
+    (Nova's C(revert_resize) then C(finish_revert_resize)).
+  - B(destination) removes only what this migration made there - the domain whose record carries
+    O(migration_id), the disk files the receiver wrote (and partial copies), the one-off transfer
+    key - and releases the claim.
+  - B(source) marks the record C(reverted) and starts the original domain again if it was running
+    before; its disks were never touched, so they are byte-identical to before the resize. A source
+    the migration never reached (failure before power-off) is left as it is.
+  - Idempotent, a second run changes nothing.
+author: hypervisor.resize maintainers (@hypervisor-resize)
+extends_documentation_fragment:
+  - hypervisor.resize.connection
+  - hypervisor.resize.connection.state_dir
+options:
+  instance:
+    description: Name of the domain.
+    type: str
+    required: true
+  migration_id:
+    description: Id of the migration to revert.
+    type: str
+    required: true
+  side:
+    description: Which end of the migration this host is.
+    type: str
+    choices: [source, destination]
+    required: true
+  reason:
+    description: Why the resize is reverted; kept in the record's history.
+    type: str
+  authorized_keys:
+    description: The authorized_keys file the one-off transfer key is removed from (destination).
+    type: path
+    default: /root/.ssh/authorized_keys
+attributes:
+  check_mode:
+    support: full
+    details: Returns the actions it would take in C(actions).
+  diff_mode:
+    support: none
+"""
+
+EXAMPLES = r"""
+- name: Revert on the destination
+  hypervisor.resize.virt_revert_resize:
+    instance: web01
+    migration_id: 0b6f0c7e-4c1e-4a7b-9b55-2a8f1f0e6d11
+    side: destination
+  delegate_to: hv2
+
+- name: Then restore the original on the source
+  hypervisor.resize.virt_revert_resize:
+    instance: web01
+    migration_id: 0b6f0c7e-4c1e-4a7b-9b55-2a8f1f0e6d11
+    side: source
+    reason: operator revert
+  delegate_to: hv1
+"""
+
+RETURN = r"""
+actions:
+  description: What was done (or, in check mode, would be done).
+  returned: always
+  type: list
+  elements: str
+  sample: [remove domain web01, delete /var/lib/libvirt/images/web01.qcow2, release claim]
+state:
+  description: Power state of the original domain afterwards (source side).
+  returned: when O(side=source)
+  type: str
+  sample: running
+"""
+
+from ansible_collections.hypervisor.resize.plugins.module_utils.common import ResizeModule
+from ansible_collections.hypervisor.resize.plugins.module_utils.settle import revert_destination, revert_source
+
+
+def main():
+    module = ResizeModule(
+        argument_spec=dict(
+            instance=dict(type="str", required=True),
+            migration_id=dict(type="str", required=True),
+            side=dict(type="str", required=True, choices=["source", "destination"]),
+            reason=dict(type="str"),
+            authorized_keys=dict(type="path", default="/root/.ssh/authorized_keys", no_log=False),
+        ),
+        state_dir=True,
+        supports_check_mode=True,
+    )
+    step = revert_source if module.params["side"] == "source" else revert_destination
+    module.run(lambda m: step(m.params, m.check_mode))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+#!/bin/bash
+# Runs as the anchor of one bed host, inside `ip netns exec hvr-NAME unshare --mount --uts
+# --propagation private`: sets the hostname, gives the host its own /run and its own copies of the
+# paths below, records its pid, then sleeps forever. Daemons are started later with
+# `nsenter -t <anchor pid> -m -u -n`, so they see exactly this view.
+set -euo pipefail
+name=$1   # hv1
+hdir=$2   # <state>/hosts/hv1
+
+hostname "$name"
+mount -t tmpfs -o mode=0755,size=64m "hvr-$name-run" /run
+mkdir -p /run/sshd /run/libvirt /run/lock
+chmod 0755 /run/sshd
+
+# per-host directory (under $hdir)  ->  path inside the host
+binds=(
+    etc-libvirt:/etc/libvirt
+    var-lib-libvirt:/var/lib/libvirt
+    var-log-libvirt:/var/log/libvirt
+    var-cache-libvirt:/var/cache/libvirt
+    etc-ssh:/etc/ssh
+    root-ssh:/root/.ssh
+    tmp:/tmp
+    var-tmp:/var/tmp
+    hosts:/etc/hosts
+    hostname:/etc/hostname
+)
+for b in "${binds[@]}"; do
+    src=$hdir/${b%%:*} dst=${b#*:}
+    if [[ -d $src ]]; then mkdir -p "$dst"; fi
+    mount --bind "$src" "$dst"
+done
+
+echo $$ >"$hdir/anchor.pid.new"
+mv "$hdir/anchor.pid.new" "$hdir/anchor.pid"
+exec sleep infinity
