@@ -9,7 +9,7 @@ import os
 import shutil
 import tempfile
 
-from .connection import Connection, get_record, hostname, power_off, set_record, state_of
+from .connection import Connection, hostname, power_off, set_record, state_of
 from .domain import check_domain_name
 from .errors import ResizeError, ValidationError
 from .facts import describe_instance

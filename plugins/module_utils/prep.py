@@ -68,6 +68,8 @@ def prep(params, check_mode):
     flavor = normalize_flavor(params["flavor"], params["flavor"].get("name"))
     old_flavor = params.get("old_flavor")
     disks = params["disks"]
+    host_key = transfer.read_host_key(params["ssh_host_key"])
+    transfer.check_public_key(params["transfer_public_key"])
     lock = contextlib.nullcontext() if check_mode else state_mod.locked(params["state_dir"])
     with lock:
         facts = gather({"uri": params["uri"], "state_dir": params["state_dir"],
@@ -110,10 +112,7 @@ def prep(params, check_mode):
         state_mod.write_file(params["state_dir"], rec["id"], "allowed.json",
                              json.dumps(paths))
         state_mod.write_file(params["state_dir"], rec["id"], "receive.py", transfer.RECEIVER, 0o700)
-        private, public = transfer.make_keypair(transfer.KEY_TAG + rec["id"])
         transfer.edit_authorized_keys(params["authorized_keys"],
-                                      add=transfer.authorized_line(public, mdir, rec["id"]))
-    with open(params["ssh_host_key"]) as fh:
-        host_key = " ".join(fh.read().split()[:2])
-    result["transfer"] = {"user": "root", "private_key": private, "host_key": host_key}
+                                      add=transfer.authorized_line(params["transfer_public_key"], mdir, rec["id"]))
+    result["transfer"] = {"user": "root", "host_key": host_key}
     return result

@@ -3,8 +3,8 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Disk transfer from source to destination without standing trust. Private to hypervisor.resize.
 
-The destination (virt_resize_prep) makes a one-off key pair for one migration and authorizes it
-for root with `restrict,command=...`: the key can do nothing but run RECEIVER, which writes only the
+The controller (the role) makes a one-off key pair for one migration; the destination
+(virt_resize_prep) authorizes its public half for root with `restrict,command=...`: the key can do nothing but run RECEIVER, which writes only the
 paths listed in the migration's allowed.json. The source (virt_power_off_migrate) streams the
 allocated extents of each disk through ssh with that key; the receiver writes them sparsely to
 `<path>.hvresize-part`, checks the sha256 of the stream, then renames. The key is revoked when the
@@ -22,14 +22,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shlex
-import shutil
 import struct
 import subprocess
-import tempfile
 import time
 
-from .errors import TransferError
+from .errors import TransferError, ValidationError
 from .storage import CHUNK, extents
 
 FRAME = struct.Struct(">QQ")
@@ -106,30 +105,27 @@ main()
 '''
 
 
-def make_keypair(comment):
-    """A fresh ed25519 key pair: (private_key_text, public_key_line)."""
-    tmp = tempfile.mkdtemp(prefix="hvresize-key-")
+def check_public_key(line):
+    parts = (line or "").split()
+    if len(parts) < 2 or parts[0] not in ("ssh-ed25519", "ecdsa-sha2-nistp256", "ssh-rsa") \
+            or not re.match(r"^[A-Za-z0-9+/=]+$", parts[1]):
+        raise ValidationError("transfer_public_key is not an ssh public key line (type base64 [comment])")
+    return parts[0] + " " + parts[1]
+
+
+def read_host_key(path):
     try:
-        key = os.path.join(tmp, "id")
-        proc = subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", key],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
-        if proc.returncode != 0:
-            raise TransferError("ssh-keygen failed: %s" % proc.stderr.decode("utf-8", "replace").strip(),
-                                hint="install openssh-client on the destination")
-        with open(key) as fh:
-            private = fh.read()
-        with open(key + ".pub") as fh:
-            public = fh.read().strip()
-        return private, public
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with open(path) as fh:
+            return check_public_key(fh.read())
+    except (OSError, ValidationError) as exc:
+        raise ValidationError("cannot read this host's ssh host public key at %s: %s" % (path, exc),
+                              hint="set ssh_host_key to the .pub file of the key sshd uses")
 
 
 def authorized_line(public_key, migration_dir, migration_id, python="/usr/bin/python3"):
     command = "%s %s %s" % (python, shlex.quote(os.path.join(migration_dir, "receive.py")),
                             shlex.quote(migration_dir))
-    kind, blob = public_key.split()[:2]
-    return 'restrict,command="%s" %s %s %s%s' % (command, kind, blob, KEY_TAG, migration_id)
+    return 'restrict,command="%s" %s %s%s' % (command, check_public_key(public_key), KEY_TAG, migration_id)
 
 
 def edit_authorized_keys(path, add=None, remove_id=None):

@@ -90,9 +90,8 @@ EXAMPLES = r"""
     dest: hv2
     dest_host: hv2
     dest_host_key: "{{ prep.transfer.host_key }}"
-    transfer_private_key: "{{ prep.transfer.private_key }}"
+    transfer_private_key: "{{ lookup('ansible.builtin.file', key_dir ~ '/id') }}"
   delegate_to: hv1
-  no_log: true
 """
 
 RETURN = r"""

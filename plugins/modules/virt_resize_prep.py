@@ -16,10 +16,10 @@ description:
     migration of the VM is open here, or the host lacks vCPUs, memory or disk for the new flavor
     (allocation ratios and reserved memory as Nova counts them, outstanding claims included).
   - Otherwise, under a lock on O(state_dir) so that concurrent resizes cannot overbook the host,
-    records a claim and opens the migration record (status C(pre-migrating)), and makes a one-off
-    ssh key that can do nothing but receive this migration's disks. The private half is returned
-    for M(hypervisor.resize.virt_power_off_migrate); it is revoked when the migration finishes or
-    is reverted.
+    records a claim, opens the migration record (status C(pre-migrating)), and authorizes the
+    one-off O(transfer_public_key) for root with a forced command that can do nothing but receive
+    this migration's disks into their listed paths. The key is revoked when the migration
+    finishes or is reverted. The private half never comes here.
 author: hypervisor.resize maintainers (@hypervisor-resize)
 extends_documentation_fragment:
   - hypervisor.resize.connection
@@ -80,6 +80,13 @@ options:
   reserved_host_memory_mb:
     description: Memory kept for the host itself. Default 512.
     type: int
+  transfer_public_key:
+    description:
+      - Public half (C(type base64 [comment])) of a key pair made for this one migration, usually by
+        the role on the controller. Its private half goes to
+        M(hypervisor.resize.virt_power_off_migrate) on the source.
+    type: str
+    required: true
   authorized_keys:
     description: The authorized_keys file of the receiving user (root) where the one-off key goes.
     type: path
@@ -104,9 +111,9 @@ EXAMPLES = r"""
     source_host: hv1
     flavor: {name: m1.small, vcpus: 2, memory_mb: 2048, root_gb: 20}
     disks: "{{ src.instance.disks }}"
+    transfer_public_key: "{{ lookup('ansible.builtin.file', key_dir ~ '/id.pub') }}"
   delegate_to: hv2
   register: prep
-  no_log: true  # the result holds the one-off transfer key
 """
 
 RETURN = r"""
@@ -132,11 +139,11 @@ destination:
   sample: {hostname: hv2, free_disk_bytes: 85899345920}
 transfer:
   description:
-    - One-off credentials for the source's copy (private key, user, this host's public host key).
-      Use C(no_log) on the task.
-  returned: success, not in check mode
+    - What the source needs to reach this host for the copy - the user the key is authorized for,
+      and this host's public ssh host key, which the source checks instead of trusting blindly.
+  returned: always
   type: dict
-  sample: {user: root, private_key: "-----BEGIN OPENSSH PRIVATE KEY-----...", host_key: "ssh-ed25519 AAAA..."}
+  sample: {user: root, host_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI..."}
 """
 
 from ansible_collections.hypervisor.resize.plugins.module_utils.common import ResizeModule
@@ -159,7 +166,8 @@ def main():
             ram_allocation_ratio=dict(type="float"),
             disk_allocation_ratio=dict(type="float"),
             reserved_host_memory_mb=dict(type="int"),
-            authorized_keys=dict(type="path", default="/root/.ssh/authorized_keys"),
+            transfer_public_key=dict(type="str", required=True),
+            authorized_keys=dict(type="path", default="/root/.ssh/authorized_keys", no_log=False),
             ssh_host_key=dict(type="path", default="/etc/ssh/ssh_host_ed25519_key.pub"),
         ),
         state_dir=True,

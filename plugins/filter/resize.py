@@ -1,0 +1,210 @@
+# -*- coding: utf-8 -*-
+# Copyright: hypervisor.resize contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Controller-side decisions of the resize role: where the VM is, what changes, where it goes.
+
+Filters: resize_locate(results, instance), resize_flavor(flavors, name), resize_plan(instance, flavor),
+resize_schedule(results, source, instance, flavor, host_options, target_host, allow_same_host, weights).
+
+Pure Python over the results of hypervisor.resize.virt_host_facts; the rules are the same
+module_utils the hypervisors use, so the controller and the destination cannot disagree.
+"""
+
+from __future__ import annotations
+
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.hypervisor.resize.plugins.module_utils.errors import ResizeError
+from ansible_collections.hypervisor.resize.plugins.module_utils.flavor import (
+    capacity_reasons, lookup_flavor, resize_plan,
+)
+from ansible_collections.hypervisor.resize.plugins.module_utils.domain import check_domain_name
+
+
+def _wrap(func):
+    def inner(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except ResizeError as exc:
+            raise AnsibleFilterError(exc.full_message())
+    inner.__name__ = func.__name__
+    inner.__doc__ = func.__doc__
+    return inner
+
+
+def _facts(results):
+    """Accept {host: module result} or {host: hypervisor facts}."""
+    out = {}
+    for host, res in (results or {}).items():
+        if not isinstance(res, dict):
+            raise AnsibleFilterError("facts of host %s are not a mapping" % host)
+        if res.get("failed") or res.get("unreachable"):
+            out[host] = {"failed": res.get("msg") or "unreachable"}
+            continue
+        out[host] = res
+    return out
+
+
+def resize_locate(results, instance):
+    """{host, instance} for the single host where `instance` is defined and not a finished copy."""
+    check_domain_name(instance)
+    found = []
+    for host, res in sorted(_facts(results).items()):
+        if res.get("failed"):
+            continue
+        inst = res.get("instance")
+        if inst:
+            found.append((host, inst))
+    if not found:
+        down = sorted(h for h, r in _facts(results).items() if r.get("failed"))
+        raise ResizeError("VM %s is not defined on any hypervisor (%s)%s"
+                          % (instance, ", ".join(sorted(_facts(results))) or "no hosts",
+                             "; unreachable or failed: %s" % ", ".join(down) if down else ""),
+                          hint="check the name with: virsh list --all")
+    if len(found) > 1:
+        recs = [(h, (i.get("migration") or {})) for h, i in found]
+        open_ids = sorted(set(r.get("id") for _, r in recs if r.get("status") in
+                              ("pre-migrating", "migrating", "post-migrating", "finished", "error")))
+        if open_ids:
+            raise ResizeError("VM %s is in the middle of a resize (migration %s, on %s)"
+                              % (instance, ", ".join(open_ids), ", ".join("%s: %s" % (h, r.get("status"))
+                                                                          for h, r in recs)),
+                              hint="confirm or revert it first (playbooks/confirm.yml or playbooks/revert.yml)")
+        raise ResizeError("VM %s is defined on more than one hypervisor: %s"
+                          % (instance, ", ".join(h for h, _ in found)),
+                          hint="undefine the stale copy; a resize needs exactly one source")
+    host, inst = found[0]
+    return {"host": host, "instance": inst}
+
+
+def resize_flavor(flavors, name):
+    """The flavor `name` from a mapping of flavors, checked and normalized."""
+    return lookup_flavor(flavors, name)
+
+
+def resize_plan_filter(instance, flavor):
+    return resize_plan(instance, flavor)
+
+
+def disks_bytes(instance):
+    return sum(int(d.get("allocation") or 0) for d in instance.get("disks", [])
+               if d.get("device") == "disk" and d.get("path") and not d.get("network") and not d.get("readonly"))
+
+
+def resize_schedule(results, source, instance, flavor, host_options=None, target_host=None,
+                    allow_same_host=False, weights=None):
+    """Filter and weigh hosts; returns {host, ranked, rejected: {host: [reasons]}}."""
+    host_options = host_options or {}
+    weights = dict({"ram": 1.0, "cpu": 0.0, "disk": 0.0}, **(weights or {}))
+    request = {"vcpus": flavor["vcpus"], "memory_mb": flavor["memory_mb"], "disk_bytes": disks_bytes(instance)}
+    src_facts = (_facts(results).get(source) or {}).get("hypervisor") or {}
+    nics = instance.get("interfaces") or []
+    rejected, passed = {}, []
+    for host, res in sorted(_facts(results).items()):
+        reasons = []
+        opts = host_options.get(host) or {}
+        hv = res.get("hypervisor") or {}
+        if res.get("failed"):
+            reasons.append("facts unavailable: %s" % res["failed"])
+        elif opts.get("maintenance"):
+            reasons.append("in maintenance (hypervisor_maintenance is set)")
+        elif opts.get("enabled") is False:
+            reasons.append("disabled (hypervisor_enabled is false)")
+        elif host == source and not allow_same_host:
+            reasons.append("is the source host (set allow_resize_to_same_host to allow)")
+        else:
+            if src_facts.get("arch") and hv.get("arch") != src_facts.get("arch"):
+                reasons.append("architecture %s differs from the source's %s" % (hv.get("arch"), src_facts.get("arch")))
+            for nic in nics:
+                src = nic.get("source") or {}
+                if nic.get("type") == "bridge" and src.get("bridge") not in hv.get("bridges", []):
+                    reasons.append("bridge %s missing" % src.get("bridge"))
+                if nic.get("type") == "network" and src.get("network") not in hv.get("networks", []):
+                    reasons.append("libvirt network %s missing" % src.get("network"))
+            limits = {k: opts[k] for k in ("cpu_allocation_ratio", "ram_allocation_ratio", "disk_allocation_ratio",
+                                           "reserved_host_memory_mb") if opts.get(k) is not None}
+            reasons += capacity_reasons(dict(hv, **limits), request)
+        if reasons:
+            rejected[host] = reasons
+        else:
+            passed.append((host, hv))
+    if target_host:
+        if target_host not in _facts(results):
+            raise ResizeError("target host %s is not among the hypervisors (%s)"
+                              % (target_host, ", ".join(sorted(_facts(results)))))
+        if target_host in rejected:
+            raise ResizeError("target host %s cannot take VM %s: %s"
+                              % (target_host, instance.get("name"), "; ".join(rejected[target_host])))
+        passed = [(h, hv) for h, hv in passed if h == target_host]
+
+    def weigh(item):
+        hv = item[1]
+        free_ram = hv["memory_mb"] - hv.get("allocated_memory_mb", 0) - hv.get("claimed_memory_mb", 0)
+        free_cpu = hv["cpus"] * 4 - hv.get("allocated_vcpus", 0) - hv.get("claimed_vcpus", 0)
+        free_disk = (hv.get("free_disk_bytes", 0) - hv.get("claimed_disk_bytes", 0)) / (1024 ** 3)
+        return weights["ram"] * free_ram + weights["cpu"] * free_cpu + weights["disk"] * free_disk
+
+    ranked = sorted(passed, key=lambda item: (-weigh(item), item[0]))
+    if not ranked:
+        raise ResizeError("no valid host for VM %s (%d vCPU, %d MiB): %s"
+                          % (instance.get("name"), flavor["vcpus"], flavor["memory_mb"],
+                             "; ".join("%s: %s" % (h, ", ".join(r)) for h, r in sorted(rejected.items()))
+                             or "no hypervisors"))
+    return {"host": ranked[0][0], "ranked": [h for h, _ in ranked], "rejected": rejected, "request": request}
+
+
+HOST_OPTION_VARS = {
+    "maintenance": "hypervisor_maintenance",
+    "enabled": "hypervisor_enabled",
+    "cpu_allocation_ratio": "hypervisor_cpu_allocation_ratio",
+    "ram_allocation_ratio": "hypervisor_ram_allocation_ratio",
+    "disk_allocation_ratio": "hypervisor_disk_allocation_ratio",
+    "reserved_host_memory_mb": "hypervisor_reserved_host_memory_mb",
+}
+
+
+def resize_host_options(hosts, hostvars):
+    """Per-host scheduler settings from host vars (hypervisor_maintenance, hypervisor_*_ratio, ...)."""
+    out = {}
+    for host in hosts:
+        hv = hostvars[host]
+        out[host] = {key: hv[var] for key, var in HOST_OPTION_VARS.items() if var in hv}
+    return out
+
+
+def resize_migration(results, instance):
+    """The open migration of `instance`: {id, status, source, dest} from both hosts' records."""
+    check_domain_name(instance)
+    seen = {}
+    for host, res in sorted(_facts(results).items()):
+        inst = None if res.get("failed") else res.get("instance")
+        rec = (inst or {}).get("migration")
+        if rec and rec.get("id"):
+            seen.setdefault(rec["id"], {})[host] = rec
+    for mid, hosts in sorted(seen.items()):
+        source = dest = None
+        for host, rec in hosts.items():
+            if rec.get("dest") == host and rec.get("status") in ("finished",):
+                dest = host
+            elif rec.get("source") == host and rec.get("status") in ("post-migrating", "migrating", "error"):
+                source = host
+        if dest or source:
+            any_rec = next(iter(hosts.values()))
+            return {"id": mid, "source": source or any_rec.get("source"), "dest": dest or any_rec.get("dest"),
+                    "status": {h: r.get("status") for h, r in hosts.items()}}
+    raise ResizeError("VM %s has no resize waiting for confirm or revert" % instance,
+                      hint="records seen: %s" % (", ".join("%s on %s: %s" % (m, h, r.get("status"))
+                                                          for m, hs in seen.items() for h, r in hs.items())
+                                                 or "none"))
+
+
+class FilterModule:
+    def filters(self):
+        return {
+            "resize_locate": _wrap(resize_locate),
+            "resize_flavor": _wrap(resize_flavor),
+            "resize_plan": _wrap(resize_plan_filter),
+            "resize_schedule": _wrap(resize_schedule),
+            "resize_host_options": _wrap(resize_host_options),
+            "resize_migration": _wrap(resize_migration),
+        }
