@@ -180,22 +180,30 @@ def frames(path, size, chunk=CHUNK):
     yield tail + digest.hexdigest().encode("ascii")
 
 
-def send(path, argv, progress=None):
-    """Stream one disk into `argv` (ssh ... or a local receiver); returns the receiver's reply."""
+def send(path, argv, progress=None, dest_path=None):
+    """Stream one disk into `argv` (ssh ... or a local receiver); returns the receiver's reply.
+
+    dest_path: where the receiver writes it (default: the same path, as on every hypervisor).
+    """
     size = os.stat(path).st_size
     started = time.monotonic()
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     sent = 0
     try:
-        proc.stdin.write((json.dumps({"v": 1, "path": path, "size": size}) + "\n").encode("utf-8"))
+        proc.stdin.write((json.dumps({"v": 1, "path": dest_path or path, "size": size}) + "\n").encode("utf-8"))
         for frame in frames(path, size):
             proc.stdin.write(frame)
             sent += len(frame)
             if progress is not None:
                 progress(sent)
-        proc.stdin.close()
     except BrokenPipeError:
-        pass
+        pass  # the receiver stopped reading; its reply says why
+    finally:
+        try:
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        proc.stdin = None
     out, err = proc.communicate()
     reply = None
     for line in out.decode("utf-8", "replace").splitlines():

@@ -1,0 +1,49 @@
+import pytest
+
+from ansible_collections.hypervisor.resize.plugins.module_utils import record
+from ansible_collections.hypervisor.resize.plugins.module_utils.errors import ValidationError
+
+
+def clock():
+    return "2026-11-25T10:00:00Z"
+
+
+def new():
+    return record.new_record("web01", "u-1", "hv1", "hv2", {"vcpus": 1}, {"vcpus": 2}, clock=clock)
+
+
+def test_new_record_opens_pre_migrating_with_history():
+    rec = new()
+    assert rec["status"] == "pre-migrating" and record.is_open(rec)
+    assert rec["history"] == [{"at": "2026-11-25T10:00:00Z", "status": "pre-migrating", "note": "claim made on hv2"}]
+
+
+def test_happy_path_and_confirm_closes():
+    rec = new()
+    for status in ("migrating", "post-migrating", "finished", "confirming", "confirmed"):
+        rec = record.transition(rec, status, clock=clock)
+    assert not record.is_open(rec)
+    assert [h["status"] for h in rec["history"]] == ["pre-migrating", "migrating", "post-migrating", "finished",
+                                                     "confirming", "confirmed"]
+
+
+@pytest.mark.parametrize("path", [["finished"], ["migrating", "confirmed"], ["migrating", "post-migrating", "confirmed"]])
+def test_illegal_moves_are_refused(path):
+    rec = new()
+    with pytest.raises(ValidationError, match="cannot go from"):
+        for status in path:
+            rec = record.transition(rec, status, clock=clock)
+
+
+def test_transition_does_not_mutate_the_input():
+    rec = new()
+    record.transition(rec, "migrating", clock=clock)
+    assert rec["status"] == "pre-migrating" and len(rec["history"]) == 1
+
+
+def test_xml_round_trip():
+    rec = record.transition(new(), "migrating", "powering off", clock=clock)
+    xml = record.to_xml(rec)
+    assert 'xmlns:hvr="https://hypervisor-resize.dev/xmlns/migration/1"' in xml and 'status="migrating"' in xml
+    assert record.from_xml(xml) == rec
+    assert record.from_xml("") is None

@@ -1,0 +1,134 @@
+"""The copy's wire protocol end to end on this machine: the real sender into the real receiver
+script (as sshd would run it), with real sparse files. Only ssh itself is left out."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ansible_collections.hypervisor.resize.plugins.module_utils import transfer
+from ansible_collections.hypervisor.resize.plugins.module_utils.errors import TransferError, ValidationError
+
+MIB = 1024 * 1024
+
+
+def sha256_of(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(MIB), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@pytest.fixture
+def setup(tmp_path):
+    src_dir, dst_dir, mdir = tmp_path / "src", tmp_path / "dst", tmp_path / "mig"
+    for d in (src_dir, dst_dir, mdir):
+        d.mkdir()
+    (mdir / "receive.py").write_text(transfer.RECEIVER)
+    return src_dir, dst_dir, mdir
+
+
+def sparse_disk(path, size=64 * MIB, chunks=((0, b"boot"), (10 * MIB, os.urandom(MIB)), (50 * MIB, b"\x01" * 4096))):
+    with open(path, "wb") as fh:
+        fh.truncate(size)
+        for off, data in chunks:
+            fh.seek(off)
+            fh.write(data)
+    return path
+
+
+def receiver_argv(mdir):
+    return [sys.executable, str(mdir / "receive.py"), str(mdir)]
+
+
+def test_sparse_copy_is_identical_and_stays_sparse(setup):
+    src_dir, dst_dir, mdir = setup
+    src = sparse_disk(str(src_dir / "disk.raw"))
+    dst = str(dst_dir / "disk.raw")
+    (mdir / "allowed.json").write_text(json.dumps([dst]))
+    seen = []
+    reply = transfer.send(src, receiver_argv(mdir), progress=seen.append, dest_path=dst)
+    assert reply["ok"] and reply["size"] == 64 * MIB
+    assert reply["bytes"] == 4 + MIB + 4096, "only allocated, non-zero data is sent"
+    assert reply["wire_bytes"] < MIB + 64 * 1024 and seen[-1] == reply["wire_bytes"]
+    assert sha256_of(dst) == sha256_of(src)
+    assert os.stat(dst).st_size == 64 * MIB
+    assert os.stat(dst).st_blocks * 512 < 4 * MIB, "holes stay holes on the destination"
+    received = [json.loads(x) for x in (mdir / "received.jsonl").read_text().splitlines()]
+    assert received == [{"path": dst, "sha256": reply["sha256"], "bytes": reply["bytes"]}]
+
+
+def test_send_reports_bytes_and_refuses_paths_outside_the_migration(setup):
+    src_dir, dst_dir, mdir = setup
+    src = sparse_disk(str(src_dir / "disk.raw"))
+    (mdir / "allowed.json").write_text(json.dumps(["/elsewhere/disk.raw"]))
+    with pytest.raises(TransferError, match="not part of this migration"):
+        transfer.send(src, receiver_argv(mdir))
+
+
+def test_receiver_never_overwrites(setup):
+    src_dir, dst_dir, mdir = setup
+    src = sparse_disk(str(src_dir / "disk.raw"))
+    (mdir / "allowed.json").write_text(json.dumps([src]))
+    with pytest.raises(TransferError, match="already exists"):
+        transfer.send(src, receiver_argv(mdir))
+    assert sha256_of(src)  # untouched, still readable
+
+
+def test_corrupted_stream_is_rejected_and_leaves_nothing(setup):
+    src_dir, dst_dir, mdir = setup
+    src = sparse_disk(str(src_dir / "disk.raw"))
+    target = str(dst_dir / "disk.raw")
+    (mdir / "allowed.json").write_text(json.dumps([target]))
+    wire = bytearray(b"".join(transfer.frames(src, os.stat(src).st_size)))
+    wire[100] ^= 0xFF  # flip a bit of data in flight
+    header = (json.dumps({"v": 1, "path": target, "size": os.stat(src).st_size}) + "\n").encode()
+    proc = subprocess.run(receiver_argv(mdir), input=header + bytes(wire), stdout=subprocess.PIPE, check=False)
+    reply = json.loads(proc.stdout)
+    assert proc.returncode == 5 and "checksum mismatch" in reply["error"]
+    assert not os.path.exists(target) and not os.path.exists(target + ".hvresize-part")
+
+
+def test_truncated_stream_is_rejected_and_leaves_nothing(setup):
+    src_dir, dst_dir, mdir = setup
+    src = sparse_disk(str(src_dir / "disk.raw"))
+    target = str(dst_dir / "disk.raw")
+    (mdir / "allowed.json").write_text(json.dumps([target]))
+    wire = b"".join(transfer.frames(src, os.stat(src).st_size))[:5000]
+    header = (json.dumps({"v": 1, "path": target, "size": os.stat(src).st_size}) + "\n").encode()
+    proc = subprocess.run(receiver_argv(mdir), input=header + wire, stdout=subprocess.PIPE, check=False)
+    assert proc.returncode == 4 and not os.path.exists(target + ".hvresize-part")
+
+
+def test_zero_blocks_inside_allocated_extents_are_not_sent(tmp_path):
+    path = str(tmp_path / "d")
+    with open(path, "wb") as fh:
+        fh.write(b"\0" * (8 * MIB) + b"x")
+    wire = b"".join(transfer.frames(path, os.stat(path).st_size))
+    assert len(wire) < 5 * MIB
+
+
+def test_authorized_line_is_restricted_to_the_receiver(tmp_path):
+    line = transfer.authorized_line("ssh-ed25519 AAAAC3Nza comment", "/var/lib/x/migrations/abc", "abc")
+    assert line.startswith('restrict,command="/usr/bin/python3 /var/lib/x/migrations/abc/receive.py /var/lib/x/migrations/abc" ')
+    assert line.endswith(" ssh-ed25519 AAAAC3Nza hvresize-migration:abc")
+    ak = str(tmp_path / "ak")
+    with open(ak, "w") as fh:
+        fh.write("ssh-ed25519 AAAAother admin@x\n")
+    assert transfer.edit_authorized_keys(ak, add=line)
+    assert not transfer.edit_authorized_keys(ak, add=line)
+    assert transfer.has_key(ak, "abc")
+    assert transfer.edit_authorized_keys(ak, remove_id="abc")
+    with open(ak) as fh:
+        assert fh.read() == "ssh-ed25519 AAAAother admin@x\n"
+    assert os.stat(ak).st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("bad", ["", "not a key", "ssh-ed25519", 'ssh-ed25519 AA"AA', "command=x ssh-ed25519 AAAA"])
+def test_bad_public_keys_are_refused(bad):
+    with pytest.raises(ValidationError):
+        transfer.check_public_key(bad)
