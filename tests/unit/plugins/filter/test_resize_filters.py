@@ -1,0 +1,127 @@
+import pytest
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.hypervisor.resize.plugins.filter.resize import FilterModule
+
+F = FilterModule().filters()
+GIB = 1024 ** 3
+
+
+def hv(cpus=2, memory_mb=4096, alloc_cpu=0, alloc_mem=0, disk=100 * GIB, bridges=("vmbr0",), arch="x86_64", **kw):
+    d = {"cpus": cpus, "memory_mb": memory_mb, "allocated_vcpus": alloc_cpu, "allocated_memory_mb": alloc_mem,
+         "free_disk_bytes": disk, "bridges": list(bridges), "networks": [], "arch": arch}
+    d.update(kw)
+    return d
+
+
+INSTANCE = {"name": "web01", "uuid": "u", "vcpus": 1, "memory_mb": 128,
+            "disks": [{"device": "disk", "path": "/i/web01.qcow2", "allocation": GIB, "readonly": False, "network": None}],
+            "interfaces": [{"type": "bridge", "mac": "52:54:00:00:00:01", "source": {"bridge": "vmbr0"}}],
+            "root_disk": {"virtual_size": GIB}}
+FLAVOR = {"name": "m1.small", "vcpus": 2, "memory_mb": 1024, "root_gb": 2}
+
+
+def results(**hosts):
+    out = {}
+    for name, facts in hosts.items():
+        out[name] = {"hypervisor": facts, "instance": INSTANCE if name == "hv1" else None}
+    return out
+
+
+def test_locate_finds_the_single_host():
+    assert F["resize_locate"](results(hv1=hv(), hv2=hv()), "web01")["host"] == "hv1"
+
+
+def test_locate_not_found_names_the_hosts():
+    res = results(hv2=hv(), hv3=hv())
+    res["hv4"] = {"failed": True, "msg": "unreachable"}
+    with pytest.raises(AnsibleFilterError, match=r"not defined on any hypervisor \(hv2, hv3, hv4\); unreachable or failed: hv4"):
+        F["resize_locate"](res, "web01")
+
+
+def test_locate_on_two_hosts_is_refused():
+    res = results(hv1=hv(), hv2=hv())
+    res["hv2"]["instance"] = INSTANCE
+    with pytest.raises(AnsibleFilterError, match="defined on more than one hypervisor: hv1, hv2"):
+        F["resize_locate"](res, "web01")
+
+
+def test_locate_open_migration_is_refused():
+    res = results(hv1=hv(), hv2=hv())
+    res["hv2"]["instance"] = dict(INSTANCE, migration={"id": "m1", "status": "finished", "source": "hv1", "dest": "hv2"})
+    with pytest.raises(AnsibleFilterError, match="in the middle of a resize.*confirm or revert"):
+        F["resize_locate"](res, "web01")
+
+
+def test_locate_bad_name():
+    with pytest.raises(AnsibleFilterError, match="not a plain domain name"):
+        F["resize_locate"]({}, "../etc/passwd")
+
+
+def test_schedule_spreads_by_free_ram_and_explains_every_rejection():
+    res = results(hv1=hv(), hv2=hv(alloc_mem=2000), hv3=hv(alloc_mem=100), hv4=hv(bridges=()),
+                  hv5=hv(alloc_cpu=8), hv6=hv(arch="aarch64"))
+    out = F["resize_schedule"](res, "hv1", INSTANCE, FLAVOR,
+                               host_options={"hv7": {"maintenance": True}})
+    assert out["host"] == "hv3" and out["ranked"] == ["hv3", "hv2"]
+    assert set(out["rejected"]) == {"hv1", "hv4", "hv5", "hv6"}
+    assert "is the source host" in out["rejected"]["hv1"][0]
+    assert out["rejected"]["hv4"] == ["bridge vmbr0 missing"]
+    assert "vCPUs: needs 2" in out["rejected"]["hv5"][0]
+    assert "architecture aarch64" in out["rejected"]["hv6"][0]
+    assert out["request"] == {"vcpus": 2, "memory_mb": 1024, "disk_bytes": GIB}
+
+
+def test_schedule_counts_claims_and_maintenance():
+    res = results(hv1=hv(), hv2=hv(claimed_memory_mb=3000), hv3=hv())
+    with pytest.raises(AnsibleFilterError) as err:
+        F["resize_schedule"](res, "hv1", INSTANCE, FLAVOR, host_options={"hv3": {"maintenance": True}})
+    msg = str(err.value)
+    assert "no valid host for VM web01 (2 vCPU, 1024 MiB)" in msg
+    assert "hv2: RAM: needs 1024 MiB, 584 MiB free" in msg
+    assert "hv3: in maintenance" in msg and "hv1: is the source host" in msg
+
+
+def test_schedule_per_host_ratio_override():
+    res = results(hv1=hv(), hv2=hv(cpus=1))
+    with pytest.raises(AnsibleFilterError, match="vCPUs: needs 2, 1 of 1 free"):
+        F["resize_schedule"](res, "hv1", INSTANCE, FLAVOR, host_options={"hv2": {"cpu_allocation_ratio": 1.0}})
+
+
+def test_target_host_honoured_or_refused_with_its_reason():
+    res = results(hv1=hv(), hv2=hv(), hv3=hv(alloc_mem=100), hv4=hv(alloc_mem=4000))
+    assert F["resize_schedule"](res, "hv1", INSTANCE, FLAVOR, target_host="hv2")["host"] == "hv2"
+    with pytest.raises(AnsibleFilterError, match="target host hv4 cannot take VM web01: RAM"):
+        F["resize_schedule"](res, "hv1", INSTANCE, FLAVOR, target_host="hv4")
+    with pytest.raises(AnsibleFilterError, match="target host hv9 is not among the hypervisors"):
+        F["resize_schedule"](res, "hv1", INSTANCE, FLAVOR, target_host="hv9")
+
+
+def test_same_host_only_when_allowed():
+    res = results(hv1=hv())
+    with pytest.raises(AnsibleFilterError, match="is the source host"):
+        F["resize_schedule"](res, "hv1", INSTANCE, FLAVOR)
+    assert F["resize_schedule"](res, "hv1", INSTANCE, FLAVOR, allow_same_host=True)["host"] == "hv1"
+
+
+def test_migration_finds_both_ends():
+    res = results(hv1=hv(), hv2=hv())
+    res["hv1"]["instance"] = dict(INSTANCE, migration={"id": "m1", "status": "post-migrating", "source": "hv1", "dest": "hv2"})
+    res["hv2"]["instance"] = dict(INSTANCE, migration={"id": "m1", "status": "finished", "source": "hv1", "dest": "hv2"})
+    out = F["resize_migration"](res, "web01")
+    assert out == {"id": "m1", "source": "hv1", "dest": "hv2", "status": {"hv1": "post-migrating", "hv2": "finished"}}
+
+
+def test_migration_none_open():
+    with pytest.raises(AnsibleFilterError, match="has no resize waiting"):
+        F["resize_migration"](results(hv1=hv()), "web01")
+
+
+def test_flavor_filter_unknown():
+    with pytest.raises(AnsibleFilterError, match="unknown flavor 'x'.*known flavors: a"):
+        F["resize_flavor"]({"a": {"vcpus": 1, "memory_mb": 64, "root_gb": 1}}, "x")
+
+
+def test_host_options_from_hostvars():
+    hostvars = {"hv1": {"hypervisor_maintenance": True, "other": 1}, "hv2": {}}
+    assert F["resize_host_options"](["hv1", "hv2"], hostvars) == {"hv1": {"maintenance": True}, "hv2": {}}
