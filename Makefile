@@ -1,0 +1,68 @@
+# hypervisor.resize: `make demo` and `make test` work on a fresh Debian 12 machine as root.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV := .venv
+PY := $(VENV)/bin/python
+BED := tests/testbed/bed
+COLLECTION_LINK := .build/collections/ansible_collections/hypervisor/resize
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+
+.PHONY: help deps venv collection setup bed-up bed-down bed-status demo test unit integration lint docs clean
+
+help:
+	@echo "make demo   set everything up and resize a real VM from one hypervisor to another"
+	@echo "make test   set everything up, run the whole suite, tear the test bed down"
+	@echo "make bed-up / bed-down / bed-status   the local test bed (hv1..hv3)"
+	@echo "make unit / integration / lint / docs   parts of the suite"
+
+deps:
+	bash tests/testbed/install-deps.sh
+
+$(VENV)/.installed: requirements-controller.txt
+	test -x $(PY) || /usr/bin/python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-controller.txt
+	touch $@
+
+venv: deps $(VENV)/.installed
+
+collection:
+	@mkdir -p $(dir $(COLLECTION_LINK))
+	@test -L $(COLLECTION_LINK) || ln -sfn ../../../.. $(COLLECTION_LINK)
+
+setup: venv collection
+
+bed-up: setup
+	$(BED) up
+
+bed-down:
+	$(BED) down
+
+bed-status:
+	$(BED) status
+
+demo: setup
+	bash scripts/demo.sh
+
+unit: setup
+	$(PY) -m pytest -q tests/unit
+
+lint: setup
+	$(VENV)/bin/ruff check plugins tests
+
+docs: setup
+	@for m in plugins/modules/*.py; do n=$$(basename $$m .py); \
+	  $(VENV)/bin/ansible-doc hypervisor.resize.$$n > /dev/null || { echo "ansible-doc failed for $$n"; exit 1; }; done
+	@$(VENV)/bin/ansible-doc -t role hypervisor.resize.resize > /dev/null
+	@echo "ansible-doc renders every module and the role"
+
+integration: setup
+	$(PY) -m pytest -q tests/integration
+
+# The whole suite: lint, docs, unit, then integration on the real test bed (brought up and torn down).
+test: setup
+	$(MAKE) --no-print-directory lint docs
+	$(PY) -m pytest -q tests/unit tests/integration
+
+clean: bed-down
+	rm -rf .build .pytest_cache
