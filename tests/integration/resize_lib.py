@@ -1,0 +1,115 @@
+"""Helpers for the resize integration tests: run playbooks, look at hosts over ssh."""
+
+import json
+import os
+import re
+import subprocess
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+VENV_BIN = os.path.join(REPO, ".venv", "bin")
+HOSTS = ("hv1", "hv2", "hv3")
+STATE_DIR = "/var/lib/libvirt/hvresize"
+GIB = 1024 ** 3
+
+
+def env():
+    e = dict(os.environ)
+    e["PATH"] = VENV_BIN + ":" + e.get("PATH", "")
+    e["ANSIBLE_CONFIG"] = os.path.join(REPO, "ansible.cfg")
+    e["ANSIBLE_NOCOLOR"] = "1"
+    e["ANSIBLE_FORCE_COLOR"] = "0"
+    return e
+
+
+def playbook(bed, name, *args, check=False, **extra):
+    argv = [os.path.join(VENV_BIN, "ansible-playbook"), "-i", bed.inventory, os.path.join(REPO, "playbooks", name)]
+    for key, value in extra.items():
+        argv += ["-e", "%s=%s" % (key, value)]
+    argv += list(args)
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=env(), cwd=REPO, check=False)
+    if check and proc.returncode != 0:
+        raise AssertionError("ansible-playbook %s failed (%d):\n%s\n%s" % (name, proc.returncode, proc.stdout[-6000:],
+                                                                            proc.stderr[-3000:]))
+    return proc
+
+
+def recap(proc):
+    """{host: {ok, changed, failed, ...}} from the PLAY RECAP."""
+    out = {}
+    for m in re.finditer(r"^(\S+)\s+:\s+(.*)$", proc.stdout, re.M):
+        counts = dict((k, int(v)) for k, v in re.findall(r"(\w+)=(\d+)", m.group(2)))
+        if counts:
+            out[m.group(1)] = counts
+    return out
+
+
+def sh(bed, host, command):
+    return bed.ssh(host, command).stdout
+
+
+def domains(bed, host, all_=True):
+    out = sh(bed, host, "virsh -q -c qemu:///system list %s --name" % ("--all" if all_ else ""))
+    return set(line.strip() for line in out.splitlines() if line.strip())
+
+
+def where(bed, vm):
+    """{host: state} of every host where vm is defined."""
+    out = {}
+    for h in HOSTS:
+        if vm in domains(bed, h):
+            out[h] = sh(bed, h, "virsh -c qemu:///system domstate %s" % vm).strip()
+    return out
+
+
+def dominfo(bed, host, vm):
+    out = sh(bed, host, "virsh -c qemu:///system dominfo %s" % vm)
+    info = dict((k.strip(), v.strip()) for k, v in (line.split(":", 1) for line in out.splitlines() if ":" in line))
+    return {"vcpus": int(info["CPU(s)"]), "max_memory_kib": int(info["Max memory"].split()[0]), "state": info["State"]}
+
+
+def image(bed, host, path):
+    return json.loads(sh(bed, host, "qemu-img info --force-share --output=json %s" % path))
+
+
+def sha256(bed, host, path):
+    return sh(bed, host, "sha256sum %s" % path).split()[0]
+
+
+def exists(bed, host, path):
+    return bed.ssh(host, "test -e %s" % path, check=False).returncode == 0
+
+
+def macs(bed, host, vm):
+    out = sh(bed, host, "virsh -c qemu:///system domiflist %s" % vm)
+    return sorted(re.findall(r"(?:[0-9a-f]{2}:){5}[0-9a-f]{2}", out))
+
+
+def report(bed, vm, host):
+    bed.run("wait-ready", vm, "--host", host, "--timeout", "120")
+    line = bed.run("report", vm, "--host", host).stdout.strip().splitlines()[-1]
+    return dict(kv.split("=", 1) for kv in line.split()[1:])
+
+
+def migrations_dir(bed, host):
+    return set(sh(bed, host, "ls %s/migrations 2>/dev/null || true" % STATE_DIR).split())
+
+
+def transfer_keys(bed, host):
+    return int(sh(bed, host, "grep -c hvresize-migration: /root/.ssh/authorized_keys || true").strip() or 0)
+
+
+def record(bed, host, vm):
+    out = bed.ssh(host, "virsh -c qemu:///system metadata %s https://hypervisor-resize.dev/xmlns/migration/1" % vm,
+                  check=False)
+    if out.returncode != 0:
+        return None
+    m = re.search(r">(\{.*\})</", out.stdout, re.S)
+    return json.loads(m.group(1).replace("&quot;", '"')) if m else None
+
+
+def nothing_left_on(bed, host, vm):
+    """The destination after rollback/revert: no domain, no disk files, no claim, no key."""
+    assert vm not in domains(bed, host), "domain %s still defined on %s" % (vm, host)
+    assert sh(bed, host, "ls /var/lib/libvirt/images/ | grep '^%s' || true" % vm).strip() == ""
+    assert migrations_dir(bed, host) == set(), "claim left on %s" % host
+    assert transfer_keys(bed, host) == 0, "transfer key left on %s" % host

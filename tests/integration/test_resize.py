@@ -1,0 +1,174 @@
+"""Real resizes on the real test bed: QEMU guests on three libvirt hypervisors reached over ssh.
+
+Every assertion is about a real outcome: where the domain is defined and running, its vCPUs and
+memory, the disk's virtual size and checksum, what the guest itself reports, files that must be gone.
+"""
+
+import pytest
+
+from resize_lib import (
+    GIB, HOSTS, domains, dominfo, exists, image, macs, migrations_dir, nothing_left_on, playbook, recap,
+    record, report, sha256, sh, transfer_keys, where,
+)
+
+IMG = "/var/lib/libvirt/images/%s.qcow2"
+
+
+@pytest.fixture
+def guest(bed):
+    made = []
+
+    def make(name, host="hv1", start=True, **kw):
+        bed.run("rm-guest", name)
+        args = ["guest", name, "--host", host]
+        for key, value in kw.items():
+            args += ["--" + key.replace("_", "-"), str(value)]
+        if not start:
+            args.append("--no-start")
+        bed.run(*args)
+        made.append(name)
+        return name
+
+    yield make
+    for name in made:
+        bed.run("rm-guest", name, check=False)
+        for h in HOSTS:
+            bed.ssh(h, "rm -rf /var/lib/libvirt/hvresize/migrations/*; "
+                       "sed -i '/hvresize-migration:/d' /root/.ssh/authorized_keys", check=False)
+
+
+def dest_of(bed, vm, source="hv1"):
+    placed = where(bed, vm)
+    others = [h for h in placed if h != source]
+    assert len(others) == 1, "expected the VM on exactly one other host, found %s" % placed
+    return others[0]
+
+
+def test_resize_running_vm_to_another_host_then_confirm(bed, guest):
+    vm = guest("it-resize", vcpus=1, memory_mb=128, disk_gb=1)
+    before = report(bed, vm, "hv1")
+    assert (before["nproc"], before["disk_bytes"], before["boot_count"]) == ("1", str(GIB), "1")
+    src_sum = sha256(bed, "hv1", IMG % vm)
+    src_macs = macs(bed, "hv1", vm)
+
+    proc = playbook(bed, "resize.yml", check=True, instance=vm, flavor="m1.small")
+    dest = dest_of(bed, vm)
+
+    # The destination runs the resized VM, on the same disk (boot counter), with its MAC kept.
+    assert dominfo(bed, dest, vm) == {"vcpus": 2, "max_memory_kib": 262144, "state": "running"}
+    assert image(bed, dest, IMG % vm)["virtual-size"] == 2 * GIB
+    after = report(bed, vm, dest)
+    assert (after["nproc"], after["disk_bytes"], after["boot_count"]) == ("2", str(2 * GIB), "2")
+    assert int(after["memtotal_kb"]) > int(before["memtotal_kb"]) + 100000
+    assert macs(bed, dest, vm) == src_macs
+    # The source keeps its backup: defined, shut off, disk byte-identical.
+    assert where(bed, vm)["hv1"] == "shut off"
+    assert sha256(bed, "hv1", IMG % vm) == src_sum
+    # The record says finished on the destination; the one-off key is gone everywhere.
+    assert record(bed, dest, vm)["status"] == "finished"
+    assert record(bed, "hv1", vm)["status"] == "post-migrating"
+    assert all(transfer_keys(bed, h) == 0 for h in HOSTS)
+    assert "waiting: confirm with playbooks/confirm.yml" in proc.stdout
+
+    playbook(bed, "confirm.yml", check=True, instance=vm)
+    assert vm not in domains(bed, "hv1") and not exists(bed, "hv1", IMG % vm)
+    assert dominfo(bed, dest, vm)["state"] == "running"
+    assert record(bed, dest, vm)["status"] == "confirmed"
+    assert migrations_dir(bed, dest) == set()
+
+    # A second confirm has nothing to do and says so; a second resize to the same flavor is a no-op.
+    again = playbook(bed, "resize.yml", instance=vm, flavor="m1.small")
+    assert again.returncode == 0 and "nothing to do" in again.stdout
+    assert all(c["changed"] == 0 for c in recap(again).values())
+
+
+def test_shut_off_vm_stays_off_and_revert_restores_identical_disks(bed, guest):
+    vm = guest("it-revert", start=False, vcpus=1, memory_mb=128, disk_gb=1)
+    src_sum = sha256(bed, "hv1", IMG % vm)
+
+    playbook(bed, "resize.yml", check=True, instance=vm, flavor="m1.medium", target_host="hv3")
+    assert where(bed, vm) == {"hv1": "shut off", "hv3": "shut off"}
+    assert dominfo(bed, "hv3", vm)["vcpus"] == 3
+    assert image(bed, "hv3", IMG % vm)["virtual-size"] == 3 * GIB
+    assert sha256(bed, "hv1", IMG % vm) == src_sum
+
+    playbook(bed, "revert.yml", check=True, instance=vm)
+    assert where(bed, vm) == {"hv1": "shut off"}
+    assert dominfo(bed, "hv1", vm)["vcpus"] == 1
+    assert sha256(bed, "hv1", IMG % vm) == src_sum
+    assert record(bed, "hv1", vm)["status"] == "reverted"
+    nothing_left_on(bed, "hv3", vm)
+
+
+def test_revert_of_running_vm_boots_the_original(bed, guest):
+    vm = guest("it-revert-run", vcpus=1, memory_mb=128, disk_gb=1)
+    playbook(bed, "resize.yml", check=True, instance=vm, flavor="m1.small", target_host="hv2")
+    assert report(bed, vm, "hv2")["boot_count"] == "2"
+    playbook(bed, "revert.yml", check=True, instance=vm)
+    assert where(bed, vm) == {"hv1": "running"}
+    got = report(bed, vm, "hv1")
+    # The original disk (counter was 1) booted again, not the copy (which had reached 2).
+    assert (got["nproc"], got["disk_bytes"], got["boot_count"]) == ("1", str(GIB), "2")
+    nothing_left_on(bed, "hv2", vm)
+
+
+@pytest.mark.parametrize("inject,extra,step", [
+    ("copy", {"resize_ssh_cipher": "no-such-cipher"}, "Power off on the source and copy"),
+    ("define", {"resize_domain_template": "{{ playbook_dir }}/../tests/integration/files/broken-domain.xml.j2"},
+     "Grow the disks, define"),
+])
+def test_failure_after_power_off_rolls_back(bed, guest, inject, extra, step):
+    vm = guest("it-fail-" + inject, vcpus=1, memory_mb=128, disk_gb=1)
+    proc = playbook(bed, "resize.yml", instance=vm, flavor="m1.small", target_host="hv2", **extra)
+    assert proc.returncode != 0
+    assert 'failed at "%s' % step in proc.stdout
+    assert "Rolled back: the VM is on hv1" in proc.stdout
+    assert where(bed, vm) == {"hv1": "running"}
+    got = report(bed, vm, "hv1")
+    assert (got["nproc"], got["boot_count"]) == ("1", "2")  # original size, original disk, booted again
+    assert record(bed, "hv1", vm)["status"] == "reverted"
+    nothing_left_on(bed, "hv2", vm)
+
+
+def _unchanged(bed, vm):
+    assert where(bed, vm) == {"hv1": "running"}
+    assert dominfo(bed, "hv1", vm)["vcpus"] == 1
+    for h in HOSTS:
+        assert migrations_dir(bed, h) == set() and transfer_keys(bed, h) == 0
+
+
+@pytest.mark.parametrize("extra,message", [
+    ({"flavor": "m1.huge"}, "unknown flavor 'm1.huge'"),
+    ({"flavor": "m1.tiny", "instance": "it-nope"}, "VM it-nope is not defined on any hypervisor"),
+    ({"flavor": "m1.small", "instance": "../etc/x"}, "is not a plain domain name"),
+    ({"flavor": "m1.small", "target_host": "hv9"}, "target host hv9 is not among the hypervisors"),
+    ({"flavor": "m1.small", "target_host": "hv1"}, "target host hv1 cannot take VM it-refuse: is the source host"),
+])
+def test_bad_requests_are_refused_and_change_nothing(bed, guest, extra, message):
+    vm = guest("it-refuse", vcpus=1, memory_mb=128, disk_gb=1)
+    args = dict({"instance": vm}, **extra)
+    proc = playbook(bed, "resize.yml", **args)
+    assert proc.returncode != 0
+    assert message in proc.stdout.replace("\n", " ")
+    _unchanged(bed, vm)
+
+
+def test_root_disk_shrink_is_refused_up_front(bed, guest):
+    vm = guest("it-shrink", vcpus=1, memory_mb=128, disk_gb=2)
+    proc = playbook(bed, "resize.yml", instance=vm, flavor="m1.tiny")
+    assert proc.returncode != 0 and "would shrink the root disk from 2 GiB to 1 GiB" in proc.stdout
+    _unchanged(bed, vm)
+
+
+def test_missing_extra_vars_say_what_to_pass(bed):
+    proc = playbook(bed, "resize.yml", flavor="m1.small")
+    assert proc.returncode != 0 and "-e instance=NAME -e flavor=FLAVOR" in proc.stdout
+
+
+def test_check_mode_changes_nothing(bed, guest):
+    vm = guest("it-check", vcpus=1, memory_mb=128, disk_gb=1)
+    proc = playbook(bed, "resize.yml", "--check", instance=vm, flavor="m1.small")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "-> hv" in proc.stdout  # the plan names the chosen destination
+    _unchanged(bed, vm)
+    assert report(bed, vm, "hv1")["boot_count"] == "1"

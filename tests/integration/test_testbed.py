@@ -1,0 +1,189 @@
+"""The test bed itself: three hosts reached like production hypervisors, and a real tiny guest.
+
+Needs root; the session fixture `bed` (conftest.py) brings the bed up.
+"""
+
+import os
+import re
+import subprocess
+import time
+import uuid
+
+import pytest
+
+HOSTS = ("hv1", "hv2", "hv3")
+URI = "qemu:///system"
+GIB = 1024**3
+REPORT_RE = re.compile(
+    r"^HVR-REPORT nproc=(?P<nproc>\d+) memtotal_kb=(?P<memtotal_kb>\d+) "
+    r"disk_bytes=(?P<disk_bytes>\d+) boot_count=(?P<boot_count>\d+)$"
+)
+
+
+def parse_report(text):
+    line = text.strip().splitlines()[-1]
+    m = REPORT_RE.match(line)
+    assert m, f"not a report line: {line!r}"
+    return {k: int(v) for k, v in m.groupdict().items()}
+
+
+def wait_for(predicate, timeout, what, interval=0.25):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def test_status_reports_all_hosts_up(bed):
+    proc = bed.run("status")
+    for h in HOSTS:
+        assert re.search(rf"^{h}\s+up\s.*libvirtd=ok\s+sshd=ok", proc.stdout, re.M), proc.stdout
+
+
+def test_generated_inventory(bed):
+    with open(bed.inventory, encoding="utf-8") as f:
+        inv = f.read()
+    for h in HOSTS:
+        assert f"{h}: {{ansible_host: {bed.addresses[h]}, hypervisor_migration_address: {h}}}" in inv
+    with open(bed.group_vars, encoding="utf-8") as f:
+        gv = f.read()
+    assert f"ansible_ssh_private_key_file: \"{bed.controller_key}\"" in gv
+    assert f"UserKnownHostsFile={bed.known_hosts} -o StrictHostKeyChecking=yes" in gv
+    assert "m1.small:  {vcpus: 2, memory_mb: 256, root_gb: 2" in gv
+
+
+@pytest.mark.parametrize("host", HOSTS)
+def test_ssh_with_strict_host_key_checking_reports_own_hostname(bed, host):
+    assert bed.ssh(host, "hostname").stdout.strip() == host
+
+
+def test_ssh_refuses_unknown_host_key(bed, tmp_path):
+    # Proves the checking is real: with an empty known_hosts, the same connection must fail.
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    proc = bed.ssh("hv1", "true", check=False, known_hosts=str(empty))
+    assert proc.returncode != 0
+    assert "Host key verification failed" in proc.stderr
+
+
+@pytest.mark.parametrize("host", HOSTS)
+def test_libvirt_answers_over_ssh(bed, host):
+    out = bed.ssh(host, f"virsh -c {URI} uri && virsh -c {URI} hostname").stdout.split()
+    assert out == [URI, host]
+
+
+@pytest.mark.parametrize("host", HOSTS)
+def test_hosts_reach_each_other_by_name(bed, host):
+    for other in HOSTS:
+        if other == host:
+            continue
+        out = bed.ssh(host, f"getent hosts {other}").stdout.split()
+        assert out[:2] == [bed.addresses[other], other]
+        bed.ssh(host, f"timeout 5 bash -c '</dev/tcp/{other}/22'")
+
+
+def test_hosts_have_private_image_directories(bed):
+    marker = f"hvr-private-{uuid.uuid4().hex[:8]}"
+    path = f"/var/lib/libvirt/images/{marker}"
+    bed.ssh("hv1", f"echo hv1 > {path}")
+    try:
+        assert bed.ssh("hv1", f"cat {path}").stdout.strip() == "hv1"
+        for other in ("hv2", "hv3"):
+            assert bed.ssh(other, f"test -e {path}", check=False).returncode == 1, other
+    finally:
+        bed.ssh("hv1", f"rm -f {path}")
+
+
+def test_same_guest_image_paths_on_every_host(bed):
+    sums = set()
+    for h in HOSTS:
+        out = bed.ssh(
+            h, "sha256sum /var/lib/libvirt/boot/hvr-guest.vmlinuz /var/lib/libvirt/boot/hvr-guest.initrd"
+        ).stdout
+        sums.add(tuple(line.split()[0] for line in out.splitlines()))
+    assert len(sums) == 1
+
+
+@pytest.fixture
+def guest_name(bed):
+    name = f"hvrt-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    yield name
+    bed.run("rm-guest", name, check=False)
+
+
+def domstate(bed, host, name):
+    proc = bed.ssh(host, f"virsh -c {URI} domstate {name}", check=False)
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def test_guest_boots_reports_and_keeps_its_disk(bed, guest_name):
+    t0 = time.monotonic()
+    first = parse_report(bed.run("guest", guest_name, "--host", "hv1").stdout)
+    boot_s = time.monotonic() - t0
+    assert first["nproc"] == 1
+    assert first["boot_count"] == 1
+    assert first["disk_bytes"] == 1 * GIB
+    assert 64 * 1024 < first["memtotal_kb"] <= 128 * 1024
+    assert boot_s < 60, f"guest took {boot_s:.1f} s to boot"
+    assert parse_report(bed.run("report", guest_name, "--host", "hv1").stdout) == first
+
+    # The disk sits where production puts it, on hv1 only.
+    bed.ssh("hv1", f"test -s /var/lib/libvirt/images/{guest_name}.qcow2")
+    for other in ("hv2", "hv3"):
+        assert bed.ssh(other, f"virsh -c {URI} list --all --name").stdout.split().count(guest_name) == 0
+
+    # A name already in use is refused.
+    dup = bed.run("guest", guest_name, "--host", "hv2", check=False)
+    assert dup.returncode != 0 and "already exists" in dup.stderr
+
+    # ACPI shutdown powers the guest off in seconds; the boot counter survives on the disk.
+    bed.ssh("hv1", f"virsh -c {URI} shutdown {guest_name}")
+    wait_for(lambda: domstate(bed, "hv1", guest_name) == "shut off", 30, "the guest to shut off")
+    bed.ssh("hv1", f"virsh -c {URI} start {guest_name}")
+    second = parse_report(bed.run("wait-ready", guest_name, "--host", "hv1", "--timeout", "90").stdout)
+    assert second["boot_count"] == 2
+    assert second["nproc"] == 1
+    assert second["disk_bytes"] == 1 * GIB
+
+    bed.run("rm-guest", guest_name)
+    for h in HOSTS:
+        assert guest_name not in bed.ssh(h, f"virsh -c {URI} list --all --name").stdout.split()
+        leftovers = bed.ssh(
+            h, f"ls /var/lib/libvirt/images/ /var/log/libvirt/qemu/ | grep -F {guest_name} || true"
+        ).stdout
+        assert leftovers.strip() == "", f"{h}: {leftovers}"
+    # rm-guest is idempotent.
+    bed.run("rm-guest", guest_name)
+
+
+def test_guest_raw_disk_and_flavor(bed, guest_name):
+    out = bed.run(
+        "guest", guest_name, "--host", "hv2", "--vcpus", "2", "--memory-mb", "256",
+        "--disk-gb", "3", "--format", "raw",
+    ).stdout
+    rep = parse_report(out)
+    assert rep["nproc"] == 2
+    assert rep["disk_bytes"] == 3 * GIB
+    assert 128 * 1024 < rep["memtotal_kb"] <= 256 * 1024
+    # sparse: a 3 GiB raw disk allocates almost nothing
+    allocated_kb = int(bed.ssh("hv2", f"du -k /var/lib/libvirt/images/{guest_name}.raw").stdout.split()[0])
+    assert allocated_kb < 10 * 1024
+    bed.run("rm-guest", guest_name)
+    assert bed.ssh("hv2", f"ls /var/lib/libvirt/images/{guest_name}.raw", check=False).returncode != 0
+
+
+def test_report_without_guest_fails(bed):
+    proc = bed.run("report", "hvrt-no-such-guest", "--host", "hv3", check=False)
+    assert proc.returncode != 0
+    assert "no HVR-REPORT" in proc.stderr
+
+
+def test_exec_enters_the_host(bed):
+    proc = subprocess.run(
+        [bed.script, "exec", "hv2", "hostname"], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert proc.stdout.strip() == "hv2"
