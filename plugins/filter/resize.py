@@ -14,11 +14,13 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.hypervisor.resize.plugins.module_utils.domain import check_domain_name
 from ansible_collections.hypervisor.resize.plugins.module_utils.errors import ResizeError
 from ansible_collections.hypervisor.resize.plugins.module_utils.flavor import (
-    capacity_reasons, lookup_flavor, resize_plan,
+    capacity_reasons,
+    lookup_flavor,
+    resize_plan,
 )
-from ansible_collections.hypervisor.resize.plugins.module_utils.domain import check_domain_name
 
 
 def _wrap(func):

@@ -20,9 +20,9 @@ except ImportError as exc:  # pragma: no cover - exercised by the import sanity 
     HAS_LIBVIRT = False
     LIBVIRT_IMPORT_ERROR = exc
 
+from . import record as record_mod
 from .domain import RECORD_NS, RECORD_PREFIX
 from .errors import LibvirtError, WaitTimeout
-from . import record as record_mod
 
 STATE_NAMES = {
     0: "nostate", 1: "running", 2: "blocked", 3: "paused",

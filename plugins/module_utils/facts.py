@@ -9,11 +9,11 @@ import os
 
 from lxml import etree
 
+from . import state as state_mod
+from . import storage
 from .connection import Connection, get_record, hostname, inactive_xml, libvirt, state_of
 from .domain import check_domain_name, model_from_xml, root_disk
 from .errors import ResizeError
-from . import state as state_mod
-from . import storage
 
 
 def _version(n):

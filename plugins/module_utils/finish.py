@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import os
 
-from .connection import Connection, get_record, hostname, libvirt, libvirt_error, set_record, state_of
-from .domain import check_domain_name, normalize, root_disk, summary, model_from_xml
-from .errors import ValidationError
-from .flavor import GIB
 from . import record as record_mod
 from . import state as state_mod
-from . import storage
-from . import transfer
+from . import storage, transfer
+from .connection import Connection, get_record, hostname, libvirt, libvirt_error, set_record, state_of
+from .domain import check_domain_name, model_from_xml, normalize, root_disk, summary
+from .errors import ValidationError
+from .flavor import GIB
 
 
 def _check_xml(xml, rec, name, host):

@@ -9,13 +9,13 @@ import os
 import shutil
 import tempfile
 
+from . import record as record_mod
+from . import state as state_mod
+from . import transfer
 from .connection import Connection, hostname, power_off, set_record, state_of
 from .domain import check_domain_name
 from .errors import ResizeError, ValidationError
 from .facts import describe_instance
-from . import record as record_mod
-from . import state as state_mod
-from . import transfer
 
 MOVABLE_STATES = ("running", "shutoff")
 

@@ -9,14 +9,14 @@ import contextlib
 import json
 import os
 
+from . import record as record_mod
+from . import state as state_mod
+from . import transfer
 from .connection import Connection, hostname
 from .domain import check_domain_name
 from .errors import ValidationError
 from .facts import gather
 from .flavor import GIB, capacity_reasons, normalize_flavor
-from . import record as record_mod
-from . import state as state_mod
-from . import transfer
 
 
 def _check_disks(disks, name, host):

@@ -13,12 +13,12 @@ from __future__ import annotations
 import json
 import os
 
-from .connection import Connection, get_record, hostname, libvirt, libvirt_error, set_record, state_of
-from .domain import check_domain_name
-from .errors import ValidationError
 from . import record as record_mod
 from . import state as state_mod
 from . import transfer
+from .connection import Connection, get_record, hostname, libvirt, libvirt_error, set_record, state_of
+from .domain import check_domain_name
+from .errors import ValidationError
 
 
 def _move(rec, status, note):

@@ -19,8 +19,8 @@ import os
 import re
 import shutil
 
-from .errors import ValidationError
 from . import record as record_mod
+from .errors import ValidationError
 
 ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 

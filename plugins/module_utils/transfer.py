@@ -4,10 +4,11 @@
 """Disk transfer from source to destination without standing trust. Private to hypervisor.resize.
 
 The controller (the role) makes a one-off key pair for one migration; the destination
-(virt_resize_prep) authorizes its public half for root with `restrict,command=...`: the key can do nothing but run RECEIVER, which writes only the
-paths listed in the migration's allowed.json. The source (virt_power_off_migrate) streams the
-allocated extents of each disk through ssh with that key; the receiver writes them sparsely to
-`<path>.hvresize-part`, checks the sha256 of the stream, then renames. The key is revoked when the
+(virt_resize_prep) authorizes its public half for root with `restrict,command=...`: the key can do
+nothing but run RECEIVER, which writes only the paths listed in the migration's allowed.json. The
+source (virt_power_off_migrate) streams the allocated extents of each disk through ssh with that
+key; the receiver writes them sparsely to `<path>.hvresize-part`, checks the sha256 of the stream,
+then renames. The key is revoked when the
 migration finishes, reverts or fails.
 
 Wire format, one ssh session per disk:

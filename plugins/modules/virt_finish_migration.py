@@ -83,7 +83,9 @@ domain:
   description: Name, UUID, vCPUs, memory, MACs and disks of the defined domain.
   returned: changed and not check mode
   type: dict
-  sample: {name: web01, uuid: 6f1c3a4e-8d2b-4b7e-9a51-0c2d3e4f5a6b, vcpus: 2, memory_mb: 256, macs: ["52:54:00:12:34:56"]}
+  sample:
+    {name: web01, uuid: 6f1c3a4e-8d2b-4b7e-9a51-0c2d3e4f5a6b, vcpus: 2, memory_mb: 256,
+     macs: ["52:54:00:12:34:56"]}
 migration:
   description: The migration record in the new domain's metadata.
   returned: success, not in check mode

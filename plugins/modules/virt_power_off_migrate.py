@@ -110,7 +110,9 @@ disks:
   returned: always
   type: list
   elements: dict
-  sample: [{path: /var/lib/libvirt/images/web01.qcow2, size: 1074135040, bytes: 2293760, wire_bytes: 2293840, seconds: 0.21, sha256: 9f2c...}]
+  sample:
+    - {path: /var/lib/libvirt/images/web01.qcow2, size: 1074135040, bytes: 2293760, wire_bytes: 2293840,
+       seconds: 0.21, sha256: 9f2c...}
 migration:
   description: The migration record as now stored in the source domain's metadata.
   returned: changed

@@ -5,10 +5,23 @@ memory, the disk's virtual size and checksum, what the guest itself reports, fil
 """
 
 import pytest
-
 from resize_lib import (
-    GIB, HOSTS, domains, dominfo, exists, image, macs, migrations_dir, nothing_left_on, playbook, recap,
-    record, report, sha256, sh, transfer_keys, where,
+    GIB,
+    HOSTS,
+    domains,
+    dominfo,
+    exists,
+    image,
+    macs,
+    migrations_dir,
+    nothing_left_on,
+    playbook,
+    recap,
+    record,
+    report,
+    sha256,
+    transfer_keys,
+    where,
 )
 
 IMG = "/var/lib/libvirt/images/%s.qcow2"

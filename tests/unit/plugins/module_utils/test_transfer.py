@@ -32,7 +32,8 @@ def setup(tmp_path):
     return src_dir, dst_dir, mdir
 
 
-def sparse_disk(path, size=64 * MIB, chunks=((0, b"boot"), (10 * MIB, os.urandom(MIB)), (50 * MIB, b"\x01" * 4096))):
+def sparse_disk(path, size=64 * MIB, chunks=None):
+    chunks = chunks or ((0, b"boot"), (10 * MIB, os.urandom(MIB)), (50 * MIB, b"\x01" * 4096))
     with open(path, "wb") as fh:
         fh.truncate(size)
         for off, data in chunks:
