@@ -13,7 +13,6 @@ import datetime
 import json
 import uuid
 
-from .domain import RECORD_NS, RECORD_PREFIX
 from .errors import ValidationError
 
 try:
@@ -77,8 +76,12 @@ def is_open(rec):
 
 
 def to_xml(rec):
-    """The <hvr:migration> element holding the record (JSON inside, so nothing is lost)."""
-    el = etree.Element("{%s}migration" % RECORD_NS, nsmap={RECORD_PREFIX: RECORD_NS})
+    """The <migration> element holding the record (JSON inside, so nothing is lost).
+
+    Without a namespace declaration: virDomainSetMetadata puts it under RECORD_NS itself (and fails
+    when the element declares the prefix again).
+    """
+    el = etree.Element("migration")
     el.set("id", rec["id"])
     el.set("status", rec["status"] or "")
     el.text = json.dumps(rec, sort_keys=True)
