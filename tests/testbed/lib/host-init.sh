@@ -19,7 +19,7 @@ binds=(
     var-log-libvirt:/var/log/libvirt
     var-cache-libvirt:/var/cache/libvirt
     etc-ssh:/etc/ssh
-    root-ssh:/root/.ssh
+    root-home:/root
     tmp:/tmp
     var-tmp:/var/tmp
     hosts:/etc/hosts
