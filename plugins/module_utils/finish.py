@@ -68,7 +68,8 @@ def finish(params, check_mode):
         grown = False
         if root and root["path"] in got and new_root:
             grown = storage.grow(root["path"], root["format"], new_root)
-        rec = record_mod.transition(rec, "post-migrating", "%d disk(s) received and verified" % len(got))
+        rec = record_mod.transition(rec, "migrating", "%d disk(s) received and verified" % len(got))
+        rec = record_mod.transition(rec, "post-migrating", "root disk %s" % ("grown" if grown else "kept"))
         try:
             dom = c.conn.defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
         except libvirt.libvirtError as exc:
