@@ -62,7 +62,8 @@ integration: setup
 # The whole suite: lint, docs, unit, then integration on the real test bed (brought up and torn down).
 test: setup
 	$(MAKE) --no-print-directory lint docs
-	$(PY) -m pytest -q tests/unit tests/integration
+	rc=0; $(PY) -m pytest -q -p no:cacheprovider tests/unit tests/integration || rc=$$?; \
+	  $(BED) down || rc=$$((rc ? rc : 1)); exit $$rc
 
 clean: bed-down
 	rm -rf .build .pytest_cache

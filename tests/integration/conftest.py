@@ -67,7 +67,7 @@ class Bed:
 @pytest.fixture(scope="session")
 def bed():
     if os.geteuid() != 0:
-        pytest.skip("the test bed needs root")
+        pytest.fail("the test bed needs root: run the integration tests as root")
     up = subprocess.run([BED_SCRIPT, "up"], capture_output=True, text=True, timeout=600, check=False)
     if up.returncode != 0:
         pytest.fail(f"tests/testbed/bed up failed ({up.returncode}):\n{up.stdout}\n{up.stderr}")
