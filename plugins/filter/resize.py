@@ -113,7 +113,7 @@ def resize_schedule(results, source, instance, flavor, host_options=None, target
         elif opts.get("enabled") is False:
             reasons.append("disabled (hypervisor_enabled is false)")
         elif host == source and not allow_same_host:
-            reasons.append("is the source host (set allow_resize_to_same_host to allow)")
+            reasons.append("is the source host")
         else:
             if src_facts.get("arch") and hv.get("arch") != src_facts.get("arch"):
                 reasons.append("architecture %s differs from the source's %s" % (hv.get("arch"), src_facts.get("arch")))
@@ -152,7 +152,8 @@ def resize_schedule(results, source, instance, flavor, host_options=None, target
                           % (instance.get("name"), flavor["vcpus"], flavor["memory_mb"],
                              "; ".join("%s: %s" % (h, ", ".join(r)) for h, r in sorted(rejected.items()))
                              or "no hypervisors"))
-    return {"host": ranked[0][0], "ranked": [h for h, _ in ranked], "rejected": rejected, "request": request}
+    return {"host": ranked[0][0], "ranked": [h for h, _ in ranked], "rejected": rejected, "request": request,
+            "explain": ["%s: %s" % (h, "; ".join(r)) for h, r in sorted(rejected.items())]}
 
 
 HOST_OPTION_VARS = {

@@ -70,6 +70,7 @@ def test_schedule_spreads_by_free_ram_and_explains_every_rejection():
     assert "vCPUs: needs 2" in out["rejected"]["hv5"][0]
     assert "architecture aarch64" in out["rejected"]["hv6"][0]
     assert out["request"] == {"vcpus": 2, "memory_mb": 1024, "disk_bytes": GIB}
+    assert out["explain"][0] == "hv1: is the source host" and out["explain"][1] == "hv4: bridge vmbr0 missing"
 
 
 def test_schedule_counts_claims_and_maintenance():
