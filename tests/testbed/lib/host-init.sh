@@ -9,8 +9,13 @@ hdir=$2   # <state>/hosts/hv1
 
 hostname "$name"
 mount -t tmpfs -o mode=0755,size=64m "hvr-$name-run" /run
-mkdir -p /run/sshd /run/libvirt /run/lock
+mkdir -p /run/sshd /run/libvirt /run/lock /run/hvr-host
 chmod 0755 /run/sshd
+# Reach this host's state through /run/hvr-host (on the host's own /run): the binds below put the
+# host's own /tmp and /root over the shared ones, which would hide $hdir when the checkout (and so
+# the state dir) lives under /tmp or /root, as a CI clone may.
+mount --bind "$hdir" /run/hvr-host
+hdir=/run/hvr-host
 
 # per-host directory (under $hdir)  ->  path inside the host
 binds=(
