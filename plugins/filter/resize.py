@@ -12,6 +12,8 @@ module_utils the hypervisors use, so the controller and the destination cannot d
 
 from __future__ import annotations
 
+import datetime
+
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.hypervisor.resize.plugins.module_utils.domain import check_domain_name
@@ -201,6 +203,43 @@ def resize_migration(results, instance):
                                                  or "none"))
 
 
+def resize_due(results, window_seconds, now):
+    """Finished resizes whose destination record is older than window_seconds, as of `now`.
+
+    now: an ISO-8601 UTC time like 2026-11-25T10:00:00Z (Jinja: now(utc=true).isoformat()).
+    Returns [{instance, id, source, dest, age_seconds}], oldest first.
+    """
+    try:
+        window = int(window_seconds)
+    except (TypeError, ValueError):
+        raise ResizeError("the confirm window must be a whole number of seconds, got %r" % (window_seconds,))
+    if window < 0:
+        raise ResizeError("the confirm window must not be negative, got %d" % window)
+    ref = _parse_time(now)
+    due = []
+    for host, res in sorted(_facts(results).items()):
+        for dom in (res.get("hypervisor") or {}).get("domains", []):
+            rec = dom.get("migration") or {}
+            if rec.get("status") != "finished" or rec.get("dest") != host or not rec.get("updated"):
+                continue
+            age = (ref - _parse_time(rec["updated"])).total_seconds()
+            if age >= window:
+                due.append({"instance": dom["name"], "id": rec["id"], "source": rec.get("source"), "dest": host,
+                            "age_seconds": int(age)})
+    return sorted(due, key=lambda d: (-d["age_seconds"], d["instance"]))
+
+
+def _parse_time(text):
+    text = str(text).strip().replace("Z", "+00:00")
+    try:
+        value = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise ResizeError("%r is not an ISO-8601 time" % (text,))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=datetime.timezone.utc)
+    return value
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -210,4 +249,5 @@ class FilterModule:
             "resize_schedule": _wrap(resize_schedule),
             "resize_host_options": _wrap(resize_host_options),
             "resize_migration": _wrap(resize_migration),
+            "resize_due": _wrap(resize_due),
         }

@@ -69,7 +69,7 @@ def gather(params):
                 "state": state_of(dom),
                 "vcpus": model["vcpus"],
                 "memory_mb": model["memory_mb"],
-                "migration": {"id": rec["id"], "status": rec["status"]} if rec else None,
+                "migration": {k: rec.get(k) for k in ("id", "status", "source", "dest", "updated")} if rec else None,
             })
             alloc_vcpus += model["vcpus"]
             alloc_mem += model["memory_mb"]

@@ -16,6 +16,9 @@ MIB = 1024 ** 2
 FLAVOR_KEYS = ("vcpus", "memory_mb", "root_gb", "ephemeral_gb", "swap_mb")
 REQUIRED_KEYS = ("vcpus", "memory_mb", "root_gb")
 
+# Power states a VM may be resized from (Nova: ACTIVE or STOPPED).
+MOVABLE_STATES = ("running", "shutoff")
+
 DEFAULT_CPU_ALLOCATION_RATIO = 4.0
 DEFAULT_RAM_ALLOCATION_RATIO = 1.0
 DEFAULT_DISK_ALLOCATION_RATIO = 1.0
@@ -101,6 +104,10 @@ def resize_plan(instance, flavor):
         changes["memory_mb"] = [cur["memory_mb"], flavor["memory_mb"]]
     if new_root > cur["root_bytes"]:
         changes["root_bytes"] = [cur["root_bytes"], new_root]
+    state = instance.get("state")
+    if changes and state is not None and state not in MOVABLE_STATES:
+        raise ValidationError("the VM is %s; only a running or shut-off VM can be resized" % state,
+                              domain=name, hint="resume it (virsh resume) or repair it first")
     return {
         "changed": bool(changes),
         "changes": changes,

@@ -16,8 +16,7 @@ from .connection import Connection, hostname, power_off, set_record, state_of
 from .domain import check_domain_name
 from .errors import ResizeError, ValidationError
 from .facts import describe_instance
-
-MOVABLE_STATES = ("running", "shutoff")
+from .flavor import MOVABLE_STATES
 
 
 def disks_to_copy(instance):

@@ -185,3 +185,29 @@ def test_check_mode_changes_nothing(bed, guest):
     assert "-> hv" in proc.stdout  # the plan names the chosen destination
     _unchanged(bed, vm)
     assert report(bed, vm, "hv1")["boot_count"] == "1"
+
+
+def test_auto_confirm_confirms_only_resizes_older_than_the_window(bed, guest):
+    vm = guest("it-auto", vcpus=1, memory_mb=128, disk_gb=1)
+    playbook(bed, "resize.yml", check=True, instance=vm, flavor="m1.small", target_host="hv2")
+
+    waiting = playbook(bed, "auto_confirm.yml", check=True, window=3600)
+    assert "0 resize(s) waiting longer than 3600s" in waiting.stdout
+    assert where(bed, vm) == {"hv1": "shut off", "hv2": "running"}
+
+    due = playbook(bed, "auto_confirm.yml", check=True, window=0)
+    assert "1 resize(s) waiting longer than 0s: %s" % vm in due.stdout.replace("\n", " ")
+    assert where(bed, vm) == {"hv2": "running"}
+    assert not exists(bed, "hv1", IMG % vm)
+    assert record(bed, "hv2", vm)["status"] == "confirmed"
+    assert migrations_dir(bed, "hv2") == set()
+
+
+def test_paused_vm_is_refused_up_front(bed, guest):
+    vm = guest("it-paused", vcpus=1, memory_mb=128, disk_gb=1)
+    bed.ssh("hv1", "virsh -c qemu:///system suspend %s" % vm)
+    proc = playbook(bed, "resize.yml", instance=vm, flavor="m1.small")
+    assert proc.returncode != 0 and "the VM is paused; only a running or shut-off VM can be resized" in proc.stdout
+    assert where(bed, vm) == {"hv1": "paused"}
+    for h in HOSTS:
+        assert migrations_dir(bed, h) == set() and transfer_keys(bed, h) == 0

@@ -113,6 +113,32 @@ def test_migration_finds_both_ends():
     assert out == {"id": "m1", "source": "hv1", "dest": "hv2", "status": {"hv1": "post-migrating", "hv2": "finished"}}
 
 
+def _with_records(*recs):
+    res = results(hv1=hv(), hv2=hv())
+    for host, name, rec in recs:
+        res[host]["hypervisor"]["domains"] = res[host]["hypervisor"].get("domains", []) + [{"name": name, "migration": rec}]
+    return res
+
+
+def test_due_finds_finished_resizes_older_than_the_window():
+    res = _with_records(
+        ("hv2", "old", {"id": "a", "status": "finished", "source": "hv1", "dest": "hv2", "updated": "2026-11-25T08:00:00Z"}),
+        ("hv2", "new", {"id": "b", "status": "finished", "source": "hv1", "dest": "hv2", "updated": "2026-11-25T09:59:00Z"}),
+        ("hv1", "old", {"id": "a", "status": "post-migrating", "source": "hv1", "dest": "hv2", "updated": "2026-11-25T08:00:00Z"}),
+        ("hv2", "gone", {"id": "c", "status": "confirmed", "source": "hv1", "dest": "hv2", "updated": "2026-11-20T08:00:00Z"}),
+    )
+    now = "2026-11-25T10:00:00+00:00"
+    assert F["resize_due"](res, 3600, now) == [{"instance": "old", "id": "a", "source": "hv1", "dest": "hv2", "age_seconds": 7200}]
+    assert [d["instance"] for d in F["resize_due"](res, 0, now)] == ["old", "new"]
+    assert F["resize_due"](res, 86400, now) == []
+
+
+@pytest.mark.parametrize("window,match", [(-1, "must not be negative"), ("soon", "whole number of seconds")])
+def test_due_bad_window(window, match):
+    with pytest.raises(AnsibleFilterError, match=match):
+        F["resize_due"]({}, window, "2026-11-25T10:00:00Z")
+
+
 def test_migration_none_open():
     with pytest.raises(AnsibleFilterError, match="has no resize waiting"):
         F["resize_migration"](results(hv1=hv()), "web01")

@@ -62,6 +62,16 @@ def test_plan_refuses_root_gb_zero():
         f.resize_plan(vm(), f.lookup_flavor(FLAVORS, "m1.zero"))
 
 
+@pytest.mark.parametrize("state", ["paused", "crashed", "pmsuspended", "shutdown"])
+def test_plan_refuses_a_vm_that_is_not_running_or_off(state):
+    with pytest.raises(ValidationError, match="the VM is %s; only a running or shut-off VM" % state):
+        f.resize_plan(dict(vm(), state=state), f.lookup_flavor(FLAVORS, "m1.small"))
+
+
+def test_plan_same_size_of_a_paused_vm_is_still_no_change():
+    assert not f.resize_plan(dict(vm(), state="paused"), f.lookup_flavor(FLAVORS, "m1.tiny"))["changed"]
+
+
 def test_plan_allows_cpu_and_memory_shrink_with_same_disk():
     plan = f.resize_plan(vm(vcpus=2, memory_mb=256), f.lookup_flavor(FLAVORS, "m1.tiny"))
     assert plan["changes"] == {"vcpus": [2, 1], "memory_mb": [256, 128]}
