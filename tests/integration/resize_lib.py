@@ -33,6 +33,23 @@ def playbook(bed, name, *args, check=False, **extra):
     return proc
 
 
+def host_facts(bed, host, inventory=None):
+    """virt_host_facts of one host, through an ad-hoc ansible call."""
+    e = env()
+    e["ANSIBLE_CALLBACK_RESULT_FORMAT"] = "json"
+    proc = subprocess.run([os.path.join(VENV_BIN, "ansible"), host, "-i", inventory or bed.inventory,
+                           "-m", "hypervisor.resize.virt_host_facts"],
+                          capture_output=True, text=True, timeout=120, env=e, cwd=REPO, check=True)
+    return json.loads(proc.stdout.split("=>", 1)[1])["hypervisor"]
+
+
+def start_playbook(bed, name, inventory, **extra):
+    argv = [os.path.join(VENV_BIN, "ansible-playbook"), "-i", inventory, os.path.join(REPO, "playbooks", name)]
+    for key, value in extra.items():
+        argv += ["-e", "%s=%s" % (key, value)]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env(), cwd=REPO)
+
+
 def recap(proc):
     """{host: {ok, changed, failed, ...}} from the PLAY RECAP."""
     out = {}

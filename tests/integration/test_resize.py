@@ -4,6 +4,8 @@ Every assertion is about a real outcome: where the domain is defined and running
 memory, the disk's virtual size and checksum, what the guest itself reports, files that must be gone.
 """
 
+import os
+
 import pytest
 from resize_lib import (
     GIB,
@@ -211,3 +213,34 @@ def test_paused_vm_is_refused_up_front(bed, guest):
     assert where(bed, vm) == {"hv1": "paused"}
     for h in HOSTS:
         assert migrations_dir(bed, h) == set() and transfer_keys(bed, h) == 0
+
+
+def test_two_resizes_competing_for_room_for_one(bed, guest, tmp_path):
+    """Both name hv3, which has room for one m1.small: exactly one gets it, the other changes nothing."""
+    import shutil
+
+    from resize_lib import host_facts, start_playbook
+
+    a = guest("it-race-a", vcpus=1, memory_mb=128, disk_gb=1)
+    b = guest("it-race-b", vcpus=1, memory_mb=128, disk_gb=1)
+    hv3 = host_facts(bed, "hv3")
+    free = hv3["memory_mb"] - hv3["allocated_memory_mb"] - hv3["claimed_memory_mb"]
+    # An inventory where hv3 keeps all but 300 MiB for itself: one 256 MiB VM fits, two do not.
+    inv = tmp_path / "inventory"
+    shutil.copytree(os.path.dirname(bed.inventory), inv)
+    (inv / "host_vars").mkdir()
+    (inv / "host_vars" / "hv3.yml").write_text("hypervisor_reserved_host_memory_mb: %d\n" % (free - 300))
+    assert host_facts(bed, "hv3", str(inv / "inventory.yml"))["memory_mb"] == hv3["memory_mb"]
+
+    procs = {vm: start_playbook(bed, "resize.yml", str(inv / "inventory.yml"), instance=vm, flavor="m1.small",
+                                target_host="hv3") for vm in (a, b)}
+    outs = {vm: p.communicate(timeout=600)[0] for vm, p in procs.items()}
+    rcs = {vm: p.returncode for vm, p in procs.items()}
+    winners = [vm for vm in rcs if rcs[vm] == 0]
+    assert len(winners) == 1, "exactly one resize may win: %s\n%s" % (rcs, "\n".join(o[-2000:] for o in outs.values()))
+    loser = b if winners == [a] else a
+    assert "RAM: needs 256 MiB" in outs[loser]
+    assert where(bed, winners[0]) == {"hv1": "shut off", "hv3": "running"}
+    assert where(bed, loser) == {"hv1": "running"}
+    assert dominfo(bed, "hv1", loser)["vcpus"] == 1
+    assert len(migrations_dir(bed, "hv3")) == 1  # the winner's claim, held until confirm
