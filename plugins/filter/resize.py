@@ -16,6 +16,7 @@ import datetime
 
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.hypervisor.resize.plugins.module_utils import record as record_mod
 from ansible_collections.hypervisor.resize.plugins.module_utils.domain import check_domain_name
 from ansible_collections.hypervisor.resize.plugins.module_utils.errors import ResizeError
 from ansible_collections.hypervisor.resize.plugins.module_utils.flavor import (
@@ -65,15 +66,14 @@ def resize_locate(results, instance):
                           % (instance, ", ".join(sorted(_facts(results))) or "no hosts",
                              "; unreachable or failed: %s" % ", ".join(down) if down else ""),
                           hint="check the name with: virsh list --all")
-    if len(found) > 1:
-        recs = [(h, (i.get("migration") or {})) for h, i in found]
-        open_ids = sorted(set(r.get("id") for _, r in recs if r.get("status") in
-                              ("pre-migrating", "migrating", "post-migrating", "finished", "error")))
-        if open_ids:
+    recs = [(h, (i.get("migration") or {})) for h, i in found]
+    open_ids = sorted(set(r.get("id") for _, r in recs if record_mod.is_open(r)))
+    if open_ids:
             raise ResizeError("VM %s is in the middle of a resize (migration %s, on %s)"
                               % (instance, ", ".join(open_ids), ", ".join("%s: %s" % (h, r.get("status"))
                                                                           for h, r in recs)),
                               hint="confirm or revert it first (playbooks/confirm.yml or playbooks/revert.yml)")
+    if len(found) > 1:
         raise ResizeError("VM %s is defined on more than one hypervisor: %s"
                           % (instance, ", ".join(h for h, _ in found)),
                           hint="undefine the stale copy; a resize needs exactly one source")

@@ -7,13 +7,18 @@ from __future__ import annotations
 
 import os
 
-from lxml import etree
+try:
+    from lxml import etree
+except ImportError:  # pragma: no cover - ResizeModule reports lxml missing (missing_required_lib)
+    etree = None
 
 from . import state as state_mod
 from . import storage
 from .connection import Connection, get_record, hostname, inactive_xml, libvirt, state_of
 from .domain import check_domain_name, model_from_xml, root_disk
 from .errors import ResizeError
+
+RECORD_SUMMARY = ("id", "status", "source", "dest", "updated", "rolled_back")
 
 
 def _version(n):
@@ -69,7 +74,7 @@ def gather(params):
                 "state": state_of(dom),
                 "vcpus": model["vcpus"],
                 "memory_mb": model["memory_mb"],
-                "migration": {k: rec.get(k) for k in ("id", "status", "source", "dest", "updated")} if rec else None,
+                "migration": {k: rec.get(k) for k in RECORD_SUMMARY} if rec else None,
             })
             alloc_vcpus += model["vcpus"]
             alloc_mem += model["memory_mb"]

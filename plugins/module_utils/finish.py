@@ -10,9 +10,10 @@ import os
 from . import record as record_mod
 from . import state as state_mod
 from . import storage, transfer
-from .connection import Connection, get_record, hostname, libvirt, libvirt_error, set_record, state_of
+from .connection import Connection, get_record, hostname, libvirt, libvirt_error, state_of
 from .domain import check_domain_name, model_from_xml, normalize, root_disk, summary
 from .errors import ValidationError
+from .faults import checkpoint
 from .flavor import GIB
 
 
@@ -68,21 +69,24 @@ def finish(params, check_mode):
         grown = False
         if root and root["path"] in got and new_root:
             grown = storage.grow(root["path"], root["format"], new_root)
+        checkpoint("grow", domain=name, host=host)
         rec = record_mod.transition(rec, "migrating", "%d disk(s) received and verified" % len(got))
         rec = record_mod.transition(rec, "post-migrating", "root disk %s" % ("grown" if grown else "kept"))
+        rec = record_mod.transition(rec, "finished", "defined on %s; waiting for confirm or revert" % host)
         try:
-            dom = c.conn.defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
+            # The record goes in with the definition: a domain of ours never exists without it.
+            dom = c.conn.defineXMLFlags(record_mod.embed(xml, rec), libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
         except libvirt.libvirtError as exc:
             raise libvirt_error(exc, "libvirt refused the new domain XML", domain=name,
                                 hint="check the template; nothing was defined")
-        rec = record_mod.transition(rec, "finished", "defined on %s; waiting for confirm or revert" % host)
-        set_record(dom, rec)
         state_mod.write_record(params["state_dir"], rec)
+        checkpoint("define", domain=name, host=host)
         if params["power_state"] == "running":
             try:
                 dom.create()
             except libvirt.libvirtError as exc:
                 raise libvirt_error(exc, "the resized domain was defined but did not start", domain=name)
+        checkpoint("start", domain=name, host=host)
         transfer.edit_authorized_keys(params["authorized_keys"], remove_id=mid)
         for leftover in ("receive.py", "allowed.json"):
             path = os.path.join(state_mod.migration_dir(params["state_dir"], mid), leftover)

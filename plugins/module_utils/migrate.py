@@ -16,6 +16,7 @@ from .connection import Connection, hostname, power_off, set_record, state_of
 from .domain import check_domain_name
 from .errors import ResizeError, ValidationError
 from .facts import describe_instance
+from .faults import checkpoint
 from .flavor import MOVABLE_STATES
 
 
@@ -69,7 +70,9 @@ def power_off_migrate(params, check_mode):
             rec = record_mod.transition(rec, "migrating", "stopped (%s, %.1fs); copying %d disk(s) to %s"
                                         % (stop["method"], stop["seconds"], len(disks), params["dest"]))
             set_record(dom, rec)
+            checkpoint("shutdown")
             copied = copy_disks(disks, params)
+            checkpoint("copy")
         except ResizeError as exc:
             rec = record_mod.transition(rec, "error", exc.msg)
             set_record(dom, rec)

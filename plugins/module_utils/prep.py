@@ -16,6 +16,7 @@ from .connection import Connection, hostname
 from .domain import check_domain_name
 from .errors import ValidationError
 from .facts import gather
+from .faults import checkpoint
 from .flavor import GIB, capacity_reasons, normalize_flavor
 
 
@@ -99,13 +100,20 @@ def prep(params, check_mode):
         if reasons:
             raise ValidationError("the destination cannot take this VM: %s" % "; ".join(reasons),
                                   domain=name, host=host, details={"reasons": reasons})
-        rec = record_mod.new_record(name, params["uuid"], params["source_host"], host, old_flavor, flavor)
+        mid = params.get("migration_id")
+        if mid:
+            state_mod.check_id(mid)
+            if not check_mode and os.path.exists(state_mod.migration_dir(params["state_dir"], mid)):
+                raise ValidationError("migration %s already exists here" % mid, domain=name, host=host,
+                                      hint="use a new migration id for a new resize")
+        rec = record_mod.new_record(name, params["uuid"], params["source_host"], host, old_flavor, flavor,
+                                    migration_id=mid)
         rec["claim"] = dict(request, root_growth_bytes=root_growth)
         rec["disks"] = [{"path": p} for p in paths]
         result = {"changed": True, "migration_id": rec["id"], "migration": rec, "claim": rec["claim"],
                   "destination": {"hostname": host, "free_disk_bytes": hv["free_disk_bytes"]}}
         if check_mode:
-            result["migration_id"] = None
+            result["migration_id"] = mid
             return result
         state_mod.write_record(params["state_dir"], rec)
         mdir = state_mod.migration_dir(params["state_dir"], rec["id"])
@@ -114,5 +122,6 @@ def prep(params, check_mode):
         state_mod.write_file(params["state_dir"], rec["id"], "receive.py", transfer.RECEIVER, 0o700)
         transfer.edit_authorized_keys(params["authorized_keys"],
                                       add=transfer.authorized_line(params["transfer_public_key"], mdir, rec["id"]))
+        checkpoint("claim", domain=name, host=host)
     result["transfer"] = {"user": "root", "host_key": host_key}
     return result

@@ -13,6 +13,7 @@ import datetime
 import json
 import uuid
 
+from .domain import RECORD_NS, RECORD_PREFIX
 from .errors import ValidationError
 
 try:
@@ -72,7 +73,11 @@ def transition(rec, status, note="", clock=now):
 
 
 def is_open(rec):
-    return bool(rec) and rec.get("status") in OPEN_STATUSES
+    """Open records hold the VM: another resize is refused until confirm or revert.
+
+    A record in `error` whose rollback completed (rolled_back) is closed: the VM is back as it was.
+    """
+    return bool(rec) and rec.get("status") in OPEN_STATUSES and not rec.get("rolled_back")
 
 
 def to_xml(rec):
@@ -86,6 +91,21 @@ def to_xml(rec):
     el.set("status", rec["status"] or "")
     el.text = json.dumps(rec, sort_keys=True)
     return etree.tostring(el, encoding="unicode")
+
+
+def embed(domain_xml, rec):
+    """The domain XML with the record inside its <metadata>, so the domain carries it from birth."""
+    root = etree.fromstring(domain_xml.encode("utf-8") if isinstance(domain_xml, str) else domain_xml)
+    meta = root.find("metadata")
+    if meta is None:
+        meta = etree.SubElement(root, "metadata")
+    for old in meta.findall("{%s}migration" % RECORD_NS):
+        meta.remove(old)
+    el = etree.SubElement(meta, "{%s}migration" % RECORD_NS, nsmap={RECORD_PREFIX: RECORD_NS})
+    el.set("id", rec["id"])
+    el.set("status", rec["status"] or "")
+    el.text = json.dumps(rec, sort_keys=True)
+    return etree.tostring(root, encoding="unicode")
 
 
 def from_xml(xml):

@@ -92,16 +92,24 @@ def revert_source(params, check_mode):
         old_state = rec.get("old_power_state")
         if rec["status"] == "confirmed":
             raise ValidationError("migration %s was confirmed; it cannot be reverted" % mid, domain=name, host=host)
-        if rec["status"] != "reverted":
-            actions.append("record reverted")
+        final = "error" if params.get("rollback") else "reverted"
+        if rec["status"] != final or (params.get("rollback") and not rec.get("rolled_back")):
+            actions.append("record %s" % final)
         if old_state == "running" and not dom.isActive():
             actions.append("start %s" % name)
         if check_mode or not actions:
             return {"changed": bool(actions), "actions": actions, "state": state_of(dom), "host": host}
         note = params.get("reason") or "reverted"
-        if rec["status"] not in ("error", "reverting", "reverted"):
-            rec = _move(rec, "reverting", note)
-        rec = _move(rec, "reverted", note)
+        if params.get("rollback"):
+            # The failed resize is undone: the record keeps the error and says the VM is back as it was.
+            rec = record_mod.transition(rec, "error", note)
+            rec = dict(rec, rolled_back=True)
+            rec["history"] = rec["history"] + [{"at": record_mod.now(), "status": "error",
+                                                "note": "rolled back: original definition, disks and power state"}]
+        else:
+            if rec["status"] not in ("error", "reverting", "reverted"):
+                rec = _move(rec, "reverting", note)
+            rec = _move(rec, "reverted", note)
         set_record(dom, rec)
         if old_state == "running" and not dom.isActive():
             try:

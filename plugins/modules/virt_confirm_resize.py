@@ -19,6 +19,8 @@ description:
   - Idempotent.
 author: hypervisor.resize maintainers (@hypervisor-resize)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.actiongroups
   - hypervisor.resize.connection
   - hypervisor.resize.connection.state_dir
 options:
@@ -45,6 +47,13 @@ attributes:
     details: Returns the actions it would take.
   diff_mode:
     support: none
+  action_group:
+    support: full
+    membership:
+      - hypervisor.resize.libvirt
+  platform:
+    support: full
+    platforms: posix
 """
 
 EXAMPLES = r"""

@@ -20,6 +20,8 @@ description:
     M(hypervisor.resize.virt_revert_resize); the source keeps its disks until then.
 author: hypervisor.resize maintainers (@hypervisor-resize)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.actiongroups
   - hypervisor.resize.connection
   - hypervisor.resize.connection.state_dir
 options:
@@ -51,6 +53,13 @@ attributes:
   diff_mode:
     support: full
     details: The domain XML before (none) and after.
+  action_group:
+    support: full
+    membership:
+      - hypervisor.resize.libvirt
+  platform:
+    support: full
+    platforms: posix
 """
 
 EXAMPLES = r"""

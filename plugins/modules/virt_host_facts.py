@@ -19,6 +19,8 @@ description:
     the resized domain XML.
 author: hypervisor.resize maintainers (@hypervisor-resize)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.actiongroups
   - hypervisor.resize.connection
   - hypervisor.resize.connection.state_dir
 options:
@@ -36,6 +38,13 @@ attributes:
     support: full
   diff_mode:
     support: none
+  action_group:
+    support: full
+    membership:
+      - hypervisor.resize.libvirt
+  platform:
+    support: full
+    platforms: posix
 notes:
   - Never changes anything; safe in check mode.
 """

@@ -22,6 +22,8 @@ description:
     confirmed. On failure the record says C(error); revert with M(hypervisor.resize.virt_revert_resize).
 author: hypervisor.resize maintainers (@hypervisor-resize)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.actiongroups
   - hypervisor.resize.connection
 options:
   instance:
@@ -80,6 +82,13 @@ attributes:
     details: Reports the power state and the disks it would copy; touches nothing.
   diff_mode:
     support: none
+  action_group:
+    support: full
+    membership:
+      - hypervisor.resize.libvirt
+  platform:
+    support: full
+    platforms: posix
 """
 
 EXAMPLES = r"""
@@ -132,7 +141,7 @@ def main():
             dest=dict(type="str", required=True),
             dest_host=dict(type="str", required=True),
             dest_port=dict(type="int", default=22),
-            dest_host_key=dict(type="str", required=True),
+            dest_host_key=dict(type="str", required=True, no_log=False),  # a public host key
             transfer_user=dict(type="str", default="root"),
             transfer_private_key=dict(type="str", required=True, no_log=True),
             ssh_cipher=dict(type="str", default="aes128-gcm@openssh.com"),

@@ -22,6 +22,8 @@ description:
     finishes or is reverted. The private half never comes here.
 author: hypervisor.resize maintainers (@hypervisor-resize)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.actiongroups
   - hypervisor.resize.connection
   - hypervisor.resize.connection.state_dir
 options:
@@ -33,6 +35,11 @@ options:
     description: UUID of the domain on the source.
     type: str
     required: true
+  migration_id:
+    description:
+      - Id (a UUID) for the migration. The role makes it up front so that its rollback can always
+        name what to undo, even when this step itself fails half-way. Made here when omitted.
+    type: str
   source_host:
     description: Name of the source hypervisor, for the record.
     type: str
@@ -101,6 +108,13 @@ attributes:
     details: Validates everything and returns the claim it would make; writes nothing.
   diff_mode:
     support: none
+  action_group:
+    support: full
+    membership:
+      - hypervisor.resize.libvirt
+  platform:
+    support: full
+    platforms: posix
 """
 
 EXAMPLES = r"""
@@ -118,7 +132,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 migration_id:
-  description: Id of the migration opened (null in check mode).
+  description: Id of the migration opened (in check mode, O(migration_id) as given).
   returned: always
   type: str
   sample: 0b6f0c7e-4c1e-4a7b-9b55-2a8f1f0e6d11
@@ -155,6 +169,7 @@ def main():
         argument_spec=dict(
             instance=dict(type="str", required=True),
             uuid=dict(type="str", required=True),
+            migration_id=dict(type="str"),
             source_host=dict(type="str", required=True),
             flavor=dict(type="dict", required=True),
             old_flavor=dict(type="dict"),

@@ -21,6 +21,8 @@ description:
   - Idempotent, a second run changes nothing.
 author: hypervisor.resize maintainers (@hypervisor-resize)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.actiongroups
   - hypervisor.resize.connection
   - hypervisor.resize.connection.state_dir
 options:
@@ -40,6 +42,13 @@ options:
   reason:
     description: Why the resize is reverted; kept in the record's history.
     type: str
+  rollback:
+    description:
+      - This revert undoes a failed resize (the role's rescue). On the source the record then ends
+        in status C(error) with O(reason) and C(rolled_back=true), which does not block a new resize;
+        otherwise it ends in C(reverted).
+    type: bool
+    default: false
   authorized_keys:
     description: The authorized_keys file the one-off transfer key is removed from (destination).
     type: path
@@ -50,6 +59,13 @@ attributes:
     details: Returns the actions it would take in C(actions).
   diff_mode:
     support: none
+  action_group:
+    support: full
+    membership:
+      - hypervisor.resize.libvirt
+  platform:
+    support: full
+    platforms: posix
 """
 
 EXAMPLES = r"""
@@ -94,6 +110,7 @@ def main():
             migration_id=dict(type="str", required=True),
             side=dict(type="str", required=True, choices=["source", "destination"]),
             reason=dict(type="str"),
+            rollback=dict(type="bool", default=False),
             authorized_keys=dict(type="path", default="/root/.ssh/authorized_keys", no_log=False),
         ),
         state_dir=True,

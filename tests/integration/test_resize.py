@@ -21,6 +21,7 @@ from resize_lib import (
     recap,
     record,
     report,
+    sh,
     sha256,
     transfer_keys,
     where,
@@ -127,22 +128,81 @@ def test_revert_of_running_vm_boots_the_original(bed, guest):
     nothing_left_on(bed, "hv2", vm)
 
 
-@pytest.mark.parametrize("inject,extra,step", [
-    ("copy", {"resize_ssh_cipher": "no-such-cipher"}, "Power off on the source and copy"),
-    ("define", {"resize_domain_template": "{{ playbook_dir }}/../tests/integration/files/broken-domain.xml.j2"},
-     "Grow the disks, define"),
-])
-def test_failure_after_power_off_rolls_back(bed, guest, inject, extra, step):
-    vm = guest("it-fail-" + inject, vcpus=1, memory_mb=128, disk_gb=1)
-    proc = playbook(bed, "resize.yml", instance=vm, flavor="m1.small", target_host="hv2", **extra)
+STEP_TASKS = {
+    "claim": "Claim resources and open the migration record",
+    "shutdown": "Power off on the source and copy",
+    "copy": "Power off on the source and copy",
+    "grow": "Grow the disks, define",
+    "define": "Grow the disks, define",
+    "start": "Grow the disks, define",
+}
+
+
+def _rolled_back(bed, vm, proc, task, dest="hv2"):
     assert proc.returncode != 0
-    assert 'failed at "%s' % step in proc.stdout
-    assert "Rolled back: the VM is on hv1" in proc.stdout
+    assert 'failed at "%s' % task in proc.stdout
+    assert "Rolled back: the VM is on hv1 with its original size and disks" in proc.stdout
+    rec = record(bed, "hv1", vm)
+    if task == STEP_TASKS["claim"]:
+        assert rec is None  # the source was never touched
+    else:
+        assert rec["status"] == "error" and rec["rolled_back"] is True
+        assert "rollback after failure in: %s" % task in rec["history"][-2]["note"]
+    nothing_left_on(bed, dest, vm)
+
+
+@pytest.mark.parametrize("step", sorted(STEP_TASKS))
+def test_failure_at_each_step_rolls_back_a_running_vm(bed, guest, step):
+    vm = guest("it-fail-" + step, vcpus=1, memory_mb=128, disk_gb=1)
+    proc = playbook(bed, "resize.yml", instance=vm, flavor="m1.small", target_host="hv2", resize_test_fail_at=step)
+    _rolled_back(bed, vm, proc, STEP_TASKS[step])
     assert where(bed, vm) == {"hv1": "running"}
     got = report(bed, vm, "hv1")
-    assert (got["nproc"], got["boot_count"]) == ("1", "2")  # original size, original disk, booted again
-    assert record(bed, "hv1", vm)["status"] == "reverted"
-    nothing_left_on(bed, "hv2", vm)
+    # Original size; the original disk (its counter was 1) booted again unless it was never stopped.
+    assert (got["nproc"], got["disk_bytes"]) == ("1", str(GIB))
+    assert got["boot_count"] == ("1" if step == "claim" else "2")
+    # The rolled-back record does not block the next resize.
+    playbook(bed, "resize.yml", check=True, instance=vm, flavor="m1.small", target_host="hv2")
+    assert dominfo(bed, "hv2", vm)["vcpus"] == 2
+
+
+@pytest.mark.parametrize("step", ["copy", "start"])
+def test_failure_keeps_a_shut_off_vm_off_with_identical_disks(bed, guest, step):
+    vm = guest("it-failoff-" + step, start=False, vcpus=1, memory_mb=128, disk_gb=1)
+    before = sha256(bed, "hv1", IMG % vm)
+    proc = playbook(bed, "resize.yml", instance=vm, flavor="m1.small", target_host="hv2", resize_test_fail_at=step)
+    _rolled_back(bed, vm, proc, STEP_TASKS[step])
+    assert where(bed, vm) == {"hv1": "shut off"}
+    assert sha256(bed, "hv1", IMG % vm) == before
+
+
+@pytest.mark.parametrize("inject,extra,task", [
+    ("cipher", {"resize_ssh_cipher": "no-such-cipher"}, "Power off on the source and copy"),
+    ("template", {"resize_domain_template": "{{ playbook_dir }}/../tests/integration/files/broken-domain.xml.j2"},
+     "Grow the disks, define"),
+])
+def test_real_failures_roll_back(bed, guest, inject, extra, task):
+    vm = guest("it-real-" + inject, vcpus=1, memory_mb=128, disk_gb=1)
+    proc = playbook(bed, "resize.yml", instance=vm, flavor="m1.small", target_host="hv2", **extra)
+    _rolled_back(bed, vm, proc, task)
+    assert where(bed, vm) == {"hv1": "running"}
+    got = report(bed, vm, "hv1")
+    assert (got["nproc"], got["boot_count"]) == ("1", "2")
+
+
+def test_stale_file_on_the_destination_is_refused_and_kept(bed, guest):
+    vm = guest("it-stale", vcpus=1, memory_mb=128, disk_gb=1)
+    bed.ssh("hv2", "echo precious > %s" % (IMG % vm))
+    try:
+        proc = playbook(bed, "resize.yml", instance=vm, flavor="m1.small", target_host="hv2")
+        assert proc.returncode != 0
+        assert "already exists on the destination; it would be overwritten" in proc.stdout
+        assert "Nothing was changed." in proc.stdout
+        assert sh(bed, "hv2", "cat %s" % (IMG % vm)).strip() == "precious"
+        assert where(bed, vm) == {"hv1": "running"} and record(bed, "hv1", vm) is None
+        assert migrations_dir(bed, "hv2") == set() and transfer_keys(bed, "hv2") == 0
+    finally:
+        bed.ssh("hv2", "rm -f %s" % (IMG % vm))
 
 
 def _unchanged(bed, vm):

@@ -41,6 +41,19 @@ def test_transition_does_not_mutate_the_input():
     assert rec["status"] == "pre-migrating" and len(rec["history"]) == 1
 
 
+def test_embed_puts_the_record_in_the_domain_metadata_once():
+    rec = new()
+    xml = "<domain type='qemu'><name>web01</name><metadata><a:x xmlns:a='urn:a'/></metadata><devices/></domain>"
+    once = record.embed(xml, rec)
+    twice = record.embed(once, record.transition(rec, "migrating", clock=clock))
+    assert twice.count("hypervisor-resize.dev/xmlns/migration/1") == 1 and "urn:a" in twice
+    assert 'status="migrating"' in twice
+    from lxml import etree
+    el = etree.fromstring(twice.encode()).find("metadata/{https://hypervisor-resize.dev/xmlns/migration/1}migration")
+    assert record.from_xml(etree.tostring(el))["status"] == "migrating"
+    assert "<metadata>" in record.embed("<domain><name>b</name></domain>", rec)
+
+
 def test_xml_round_trip():
     rec = record.transition(new(), "migrating", "powering off", clock=clock)
     xml = record.to_xml(rec)
