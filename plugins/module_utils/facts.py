@@ -35,7 +35,8 @@ def _bridges():
 
 def describe_instance(dom):
     """Model, state, disks (with sizes) and record of one domain."""
-    model = model_from_xml(inactive_xml(dom))
+    xml = inactive_xml(dom)
+    model = model_from_xml(xml)
     disks = []
     for disk in model["disks"]:
         entry = dict(disk)
@@ -54,6 +55,7 @@ def describe_instance(dom):
         "interfaces": model["interfaces"],
         "boot_files": model["boot_files"],
         "model": model,
+        "xml": xml,
         "migration": get_record(dom),
     }
 

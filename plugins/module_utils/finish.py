@@ -49,6 +49,15 @@ def finish(params, check_mode):
                         "msg": "migration already finished here"}
             raise ValidationError("a domain of this name is already defined here and is not this migration's",
                                   domain=name, host=host)
+        diff = {"before": normalize(params["source_xml"]) if params.get("source_xml") else "",
+                "after": normalize(xml)}
+        if rec is None and check_mode:
+            # A whole-plan dry run: prep ran in check mode too, so there is no record to check against.
+            got = summary(xml)
+            if got["name"] != name:
+                raise ValidationError("the domain XML is for %s, not for %s" % (got["name"], name),
+                                      domain=name, host=host)
+            return {"changed": True, "diff": diff, "domain": got}
         if rec is None:
             raise ValidationError("no open migration %s on this host" % mid, domain=name, host=host,
                                   hint="run virt_resize_prep on this host first")
@@ -63,7 +72,7 @@ def finish(params, check_mode):
                                       domain=name, host=host, hint="run virt_power_off_migrate on the source")
         root = root_disk(model_from_xml(xml))
         new_root = rec["new_flavor"]["root_gb"] * GIB
-        result = {"changed": True, "diff": {"before": "", "after": normalize(xml)}}
+        result = {"changed": True, "diff": diff}
         if check_mode:
             return result
         grown = False

@@ -111,7 +111,8 @@ def prep(params, check_mode):
         rec["claim"] = dict(request, root_growth_bytes=root_growth)
         rec["disks"] = [{"path": p} for p in paths]
         result = {"changed": True, "migration_id": rec["id"], "migration": rec, "claim": rec["claim"],
-                  "destination": {"hostname": host, "free_disk_bytes": hv["free_disk_bytes"]}}
+                  "destination": {"hostname": host, "free_disk_bytes": hv["free_disk_bytes"]},
+                  "transfer": {"user": "root", "host_key": host_key}}
         if check_mode:
             result["migration_id"] = mid
             return result
@@ -123,5 +124,4 @@ def prep(params, check_mode):
         transfer.edit_authorized_keys(params["authorized_keys"],
                                       add=transfer.authorized_line(params["transfer_public_key"], mdir, rec["id"]))
         checkpoint("claim", domain=name, host=host)
-    result["transfer"] = {"user": "root", "host_key": host_key}
     return result

@@ -37,6 +37,12 @@ options:
     description: The resized domain XML, rendered from the source domain and the new flavor.
     type: str
     required: true
+  source_xml:
+    description:
+      - The VM's definition on the source, for the diff (before) shown with C(--diff). In check mode
+        without an open migration (a dry run of the whole resize) the module only validates
+        O(domain_xml) and returns that diff.
+    type: str
   power_state:
     description: Power state to restore (the source's state before power-off).
     type: str
@@ -112,6 +118,7 @@ def main():
             instance=dict(type="str", required=True),
             migration_id=dict(type="str", required=True),
             domain_xml=dict(type="str", required=True),
+            source_xml=dict(type="str"),
             power_state=dict(type="str", required=True, choices=["running", "shutoff"]),
             authorized_keys=dict(type="path", default="/root/.ssh/authorized_keys"),
         ),

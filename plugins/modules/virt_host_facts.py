@@ -99,6 +99,7 @@ instance:
     disks: []
     interfaces: [{type: bridge, mac: "52:54:00:12:34:56", source: {bridge: vmbr0}}]
     model: {}
+    xml: "<domain type='qemu'>...</domain>"
     migration: null
 """
 

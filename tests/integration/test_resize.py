@@ -240,11 +240,16 @@ def test_missing_extra_vars_say_what_to_pass(bed):
     assert proc.returncode != 0 and "-e instance=NAME -e flavor=FLAVOR" in proc.stdout
 
 
-def test_check_mode_changes_nothing(bed, guest):
+def test_check_mode_changes_nothing_and_shows_the_plan_and_the_xml_diff(bed, guest):
     vm = guest("it-check", vcpus=1, memory_mb=128, disk_gb=1)
-    proc = playbook(bed, "resize.yml", "--check", instance=vm, flavor="m1.small")
+    proc = playbook(bed, "resize.yml", "--check", "--diff", instance=vm, flavor="m1.small", target_host="hv3")
     assert proc.returncode == 0, proc.stdout[-3000:]
-    assert "-> hv" in proc.stdout  # the plan names the chosen destination
+    out = proc.stdout
+    assert "VM %s: hv1 -> hv3, flavor m1.small" % vm in out
+    assert "rejected: hv1: is the source host" in out
+    assert '-  <vcpu placement="static">1</vcpu>' in out and '+  <vcpu placement="static">2</vcpu>' in out
+    assert '+  <memory unit="MiB">256</memory>' in out
+    assert "path_content" not in out  # no noise from the controller's temporary key directory
     _unchanged(bed, vm)
     assert report(bed, vm, "hv1")["boot_count"] == "1"
 
