@@ -309,3 +309,57 @@ def test_two_resizes_competing_for_room_for_one(bed, guest, tmp_path):
     assert where(bed, loser) == {"hv1": "running"}
     assert dominfo(bed, "hv1", loser)["vcpus"] == 1
     assert len(migrations_dir(bed, "hv3")) == 1  # the winner's claim, held until confirm
+
+
+def test_no_valid_host_names_every_host_and_its_reason(bed, guest):
+    vm = guest("it-nohost", start=False, vcpus=1, memory_mb=128, disk_gb=1)
+    bed.ssh("hv1", "ip link add vmbr9 type bridge 2>/dev/null || true; ip link set vmbr9 up")
+    try:
+        bed.ssh("hv1", "virsh -q -c qemu:///system attach-interface %s bridge vmbr9 --model virtio --config" % vm)
+        proc = playbook(bed, "resize.yml", instance=vm, flavor="m1.small")
+        out = proc.stdout.replace("\n", " ")
+        assert proc.returncode != 0
+        assert "no valid host for VM %s (2 vCPU, 256 MiB)" % vm in out
+        assert "hv1: is the source host; hv2: bridge vmbr9 missing; hv3: bridge vmbr9 missing" in out
+        assert where(bed, vm) == {"hv1": "shut off"}
+        for h in HOSTS:
+            assert migrations_dir(bed, h) == set()
+    finally:
+        bed.ssh("hv1", "ip link del vmbr9", check=False)
+
+
+def test_missing_storage_path_on_the_destination_is_refused(bed, guest):
+    vm = guest("it-store", start=False, vcpus=1, memory_mb=128, disk_gb=1)
+    data = "/var/lib/libvirt/images/only-hv1/%s-data.qcow2" % vm
+    try:
+        bed.ssh("hv1", "mkdir -p /var/lib/libvirt/images/only-hv1 && qemu-img create -q -f qcow2 %s 64M && "
+                       "virsh -q -c qemu:///system attach-disk %s %s vdb --driver qemu --subdriver qcow2 --config"
+                       % (data, vm, data))
+        proc = playbook(bed, "resize.yml", instance=vm, flavor="m1.small", target_host="hv2")
+        assert proc.returncode != 0
+        assert ("the storage path /var/lib/libvirt/images/only-hv1 that disk %s needs does not exist on the "
+                "destination" % data) in proc.stdout
+        assert where(bed, vm) == {"hv1": "shut off"} and record(bed, "hv1", vm) is None
+        assert migrations_dir(bed, "hv2") == set() and transfer_keys(bed, "hv2") == 0
+    finally:
+        bed.ssh("hv1", "rm -rf /var/lib/libvirt/images/only-hv1", check=False)
+
+
+def test_extra_sparse_data_disk_travels_identical_and_sparse(bed, guest):
+    vm = guest("it-extra", start=False, vcpus=1, memory_mb=128, disk_gb=1)
+    data = "/var/lib/libvirt/images/%s-data.raw" % vm
+    try:
+        bed.ssh("hv1", "truncate -s 256M %s && dd if=/dev/urandom of=%s bs=1M count=4 seek=100 conv=notrunc "
+                       "status=none && virsh -q -c qemu:///system attach-disk %s %s vdb --driver qemu "
+                       "--subdriver raw --config" % (data, data, vm, data))
+        before = sha256(bed, "hv1", data)
+        playbook(bed, "resize.yml", check=True, instance=vm, flavor="m1.small", target_host="hv3")
+        assert sha256(bed, "hv3", data) == before
+        size, blocks = sh(bed, "hv3", "stat -c '%%s %%b' %s" % data).split()
+        assert int(size) == 256 * 1024 * 1024
+        assert int(blocks) * 512 < 8 * 1024 * 1024, "holes must stay holes on the destination"
+        assert "vdb" in sh(bed, "hv3", "virsh -c qemu:///system domblklist %s" % vm)
+        assert image(bed, "hv3", data)["virtual-size"] == 256 * 1024 * 1024  # only the root disk grows
+    finally:
+        for h in HOSTS:
+            bed.ssh(h, "rm -f %s" % data, check=False)
