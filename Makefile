@@ -8,13 +8,14 @@ COLLECTION_LINK := .build/collections/ansible_collections/hypervisor/resize
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: help deps venv collection setup bed-up bed-down bed-status demo test unit integration lint docs clean
+.PHONY: help deps venv dev collection setup bed-up bed-down bed-status demo test unit integration lint docs \
+	sanity ansible-units changelog awx-check clean
 
 help:
 	@echo "make demo   set everything up and resize a real VM from one hypervisor to another"
 	@echo "make test   set everything up, run the whole suite, tear the test bed down"
 	@echo "make bed-up / bed-down / bed-status   the local test bed (hv1..hv3)"
-	@echo "make unit / integration / lint / docs   parts of the suite"
+	@echo "make unit / integration / lint / docs / sanity / changelog / awx-check   parts of the suite"
 
 deps:
 	bash tests/testbed/install-deps.sh
@@ -25,6 +26,12 @@ $(VENV)/.installed: requirements-controller.txt
 	touch $@
 
 venv: deps $(VENV)/.installed
+
+$(VENV)/.dev-installed: requirements-dev.txt $(VENV)/.installed
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+dev: venv $(VENV)/.dev-installed
 
 collection:
 	@mkdir -p $(dir $(COLLECTION_LINK))
@@ -56,12 +63,27 @@ docs: setup
 	@$(VENV)/bin/ansible-doc -t role hypervisor.resize.resize > /dev/null
 	@echo "ansible-doc renders every module and the role"
 
+# ansible-test sanity (all tests, no ignore file), offline: see tests/sanity/run.sh.
+sanity: dev collection
+	tests/sanity/run.sh
+
+ansible-units: dev
+	tests/sanity/units.sh
+
+changelog: dev
+	tests/sanity/changelog.sh
+
+awx-check: dev
+	$(PY) tests/sanity/check_awx.py
+	d=$$(mktemp -d) && $(VENV)/bin/ansible-builder create -f extensions/awx/execution-environment.yml -c $$d \
+	  --output-filename Containerfile >/dev/null && rm -rf $$d
+
 integration: setup
 	$(PY) -m pytest -q tests/integration
 
 # The whole suite: lint, docs, unit, then integration on the real test bed (brought up and torn down).
-test: setup
-	$(MAKE) --no-print-directory lint docs
+test: setup dev
+	$(MAKE) --no-print-directory lint docs sanity changelog awx-check
 	rc=0; $(PY) -m pytest -q -p no:cacheprovider tests/unit tests/integration || rc=$$?; \
 	  $(BED) down || rc=$$((rc ? rc : 1)); exit $$rc
 

@@ -67,15 +67,15 @@ def resize_locate(results, instance):
                              "; unreachable or failed: %s" % ", ".join(down) if down else ""),
                           hint="check the name with: virsh list --all")
     recs = [(h, (i.get("migration") or {})) for h, i in found]
-    open_ids = sorted(set(r.get("id") for _, r in recs if record_mod.is_open(r)))
+    open_ids = sorted(set(r.get("id") for _host, r in recs if record_mod.is_open(r)))
     if open_ids:
-            raise ResizeError("VM %s is in the middle of a resize (migration %s, on %s)"
-                              % (instance, ", ".join(open_ids), ", ".join("%s: %s" % (h, r.get("status"))
-                                                                          for h, r in recs)),
-                              hint="confirm or revert it first (playbooks/confirm.yml or playbooks/revert.yml)")
+        raise ResizeError("VM %s is in the middle of a resize (migration %s, on %s)"
+                          % (instance, ", ".join(open_ids), ", ".join("%s: %s" % (h, r.get("status"))
+                                                                      for h, r in recs)),
+                          hint="confirm or revert it first (playbooks/confirm.yml or playbooks/revert.yml)")
     if len(found) > 1:
         raise ResizeError("VM %s is defined on more than one hypervisor: %s"
-                          % (instance, ", ".join(h for h, _ in found)),
+                          % (instance, ", ".join(h for h, _inst in found)),
                           hint="undefine the stale copy; a resize needs exactly one source")
     host, inst = found[0]
     return {"host": host, "instance": inst}
@@ -154,7 +154,7 @@ def resize_schedule(results, source, instance, flavor, host_options=None, target
                           % (instance.get("name"), flavor["vcpus"], flavor["memory_mb"],
                              "; ".join("%s: %s" % (h, ", ".join(r)) for h, r in sorted(rejected.items()))
                              or "no hypervisors"))
-    return {"host": ranked[0][0], "ranked": [h for h, _ in ranked], "rejected": rejected, "request": request,
+    return {"host": ranked[0][0], "ranked": [h for h, _hv in ranked], "rejected": rejected, "request": request,
             "explain": ["%s: %s" % (h, "; ".join(r)) for h, r in sorted(rejected.items())]}
 
 
@@ -199,7 +199,7 @@ def resize_migration(results, instance):
                     "status": {h: r.get("status") for h, r in hosts.items()}}
     raise ResizeError("VM %s has no resize waiting for confirm or revert" % instance,
                       hint="records seen: %s" % (", ".join("%s on %s: %s" % (m, h, r.get("status"))
-                                                          for m, hs in seen.items() for h, r in hs.items())
+                                                           for m, hs in seen.items() for h, r in hs.items())
                                                  or "none"))
 
 

@@ -94,7 +94,7 @@ def prep(params, check_mode):
         root_growth = max(flavor["root_gb"] * GIB - int((disks[0] if disks else {}).get("virtual_size") or 0), 0)
         request = {"vcpus": flavor["vcpus"], "memory_mb": flavor["memory_mb"], "disk_bytes": disk_bytes}
         limits = {k: params[k] for k in ("cpu_allocation_ratio", "ram_allocation_ratio",
-                                          "disk_allocation_ratio", "reserved_host_memory_mb")
+                                         "disk_allocation_ratio", "reserved_host_memory_mb")
                   if params.get(k) is not None}
         reasons = capacity_reasons(dict(hv, **limits), request)
         if reasons:

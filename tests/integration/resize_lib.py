@@ -29,7 +29,7 @@ def playbook(bed, name, *args, check=False, **extra):
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=env(), cwd=REPO, check=False)
     if check and proc.returncode != 0:
         raise AssertionError("ansible-playbook %s failed (%d):\n%s\n%s" % (name, proc.returncode, proc.stdout[-6000:],
-                                                                            proc.stderr[-3000:]))
+                                                                           proc.stderr[-3000:]))
     return proc
 
 

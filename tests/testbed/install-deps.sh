@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Install the Debian packages the test bed needs (idempotent; a fast no-op when all are present).
 # `apt-get update` runs only when something is missing.
 set -euo pipefail
@@ -6,7 +6,7 @@ set -euo pipefail
 PACKAGES=(
     libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils libvirt-dev pkg-config gcc
     python3-dev python3-venv python3-libvirt python3-lxml busybox-static cpio openssh-server
-    openssh-client rsync iproute2 make
+    openssh-client rsync iproute2 make shellcheck
 )
 
 if [[ $EUID -ne 0 ]]; then

@@ -1,4 +1,4 @@
-#!/bin/busybox sh
+#!/bin/sh
 # /init of the test bed's tiny guest (busybox-static + the kernel's own virtio modules).
 # Prints exactly one HVR-REPORT line and then HVR-READY to ttyS0, then idles; the ACPI power
 # button (virsh shutdown) runs `poweroff -f`. A boot counter lives as ASCII digits in sector 0

@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Runs as the anchor of one bed host, inside `ip netns exec hvr-NAME unshare --mount --uts
 # --propagation private`: sets the hostname, gives the host its own /run and its own copies of the
 # paths below, records its pid, then sleeps forever. Daemons are started later with

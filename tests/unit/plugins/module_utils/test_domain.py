@@ -57,7 +57,10 @@ def test_rendered_xml_keeps_every_device_and_identity_at_the_new_size(xml):
     assert new.findtext("name") == "web01" and new.findtext("uuid") == old.findtext("uuid")
     assert new.findtext("vcpu") == "2"
     assert domain.to_bytes(new.findtext("memory"), new.find("memory").get("unit")) == 256 * 1024 * 1024
-    strip = lambda el: etree.tostring(el, method="c14n")  # noqa: E731
+
+    def strip(el):
+        return etree.tostring(el, method="c14n")
+
     assert [strip(d) for d in new.find("devices")] == [strip(d) for d in old.find("devices")]
     assert new.findtext("title") == "Web server"
     assert new.find("os/kernel").text == "/var/lib/libvirt/boot/hvr-guest.vmlinuz"
