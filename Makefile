@@ -54,8 +54,10 @@ demo: setup
 unit: setup
 	$(PY) -m pytest -q tests/unit
 
-lint: setup
+lint: dev collection
 	$(VENV)/bin/ruff check plugins tests
+	$(VENV)/bin/yamllint .
+	$(VENV)/bin/ansible-lint
 
 docs: setup
 	@for m in plugins/modules/*.py; do n=$$(basename $$m .py); \

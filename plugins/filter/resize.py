@@ -127,7 +127,12 @@ def resize_schedule(results, source, instance, flavor, host_options=None, target
                     reasons.append("libvirt network %s missing" % src.get("network"))
             limits = {k: opts[k] for k in ("cpu_allocation_ratio", "ram_allocation_ratio", "disk_allocation_ratio",
                                            "reserved_host_memory_mb") if opts.get(k) is not None}
-            reasons += capacity_reasons(dict(hv, **limits), request)
+            need = request
+            if host == source:
+                # In place: the VM's current size is already counted here; only the increase is new.
+                need = dict(request, vcpus=max(request["vcpus"] - int(instance.get("vcpus", 0)), 0),
+                            memory_mb=max(request["memory_mb"] - int(instance.get("memory_mb", 0)), 0))
+            reasons += capacity_reasons(dict(hv, **limits), need)
         if reasons:
             rejected[host] = reasons
         else:

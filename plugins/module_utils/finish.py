@@ -10,7 +10,7 @@ import os
 from . import record as record_mod
 from . import state as state_mod
 from . import storage, transfer
-from .connection import Connection, get_record, hostname, libvirt, libvirt_error, state_of
+from .connection import Connection, get_record, hostname, libvirt, libvirt_error, set_record, state_of
 from .domain import check_domain_name, model_from_xml, normalize, root_disk, summary
 from .errors import ValidationError
 from .faults import checkpoint
@@ -40,9 +40,11 @@ def finish(params, check_mode):
     host = hostname()
     xml = params["domain_xml"]
     rec = state_mod.read_record(params["state_dir"], mid)
+    if rec and rec.get("same_host"):
+        return finish_in_place(params, check_mode, rec, name, mid, host)
     with Connection(params["uri"]) as c:
         dom = c.find(name)
-        if dom is not None:
+        if dom is not None and not (rec is None and check_mode):
             existing = get_record(dom)
             if existing and existing.get("id") == mid and existing.get("status") == "finished":
                 return {"changed": False, "migration": existing, "state": state_of(dom),
@@ -101,6 +103,54 @@ def finish(params, check_mode):
             path = os.path.join(state_mod.migration_dir(params["state_dir"], mid), leftover)
             if os.path.exists(path):
                 os.unlink(path)
+        info = storage.image_info(root["path"]) if root else None
+        result.update({"migration": get_record(dom), "state": state_of(dom), "root_disk": info,
+                       "grown": grown, "domain": summary(xml)})
+        return result
+
+
+def finish_in_place(params, check_mode, rec, name, mid, host):
+    """Same-host resize: grow the VM's own disks (backed up beside them) and redefine it."""
+    xml = params["domain_xml"]
+    with Connection(params["uri"]) as c:
+        dom = c.find(name)
+        drec = get_record(dom) if dom is not None else None
+        if drec and drec.get("id") == mid and drec.get("status") == "finished":
+            return {"changed": False, "migration": drec, "state": state_of(dom), "msg": "migration already finished"}
+        if not drec or drec.get("id") != mid or drec.get("status") != "post-migrating":
+            raise ValidationError("the VM's record is %s, expected migration %s post-migrating"
+                                  % ("%s %s" % (drec.get("id"), drec.get("status")) if drec else "missing", mid),
+                                  domain=name, host=host, hint="run virt_power_off_migrate first")
+        _check_xml(xml, rec, name, host)
+        missing = [d["backup"] for d in drec.get("disks", []) if not os.path.exists(d.get("backup") or "")]
+        if missing:
+            raise ValidationError("backup(s) %s missing; refusing to change the disks" % ", ".join(missing),
+                                  domain=name, host=host)
+        result = {"changed": True, "diff": {"before": normalize(drec.get("original_xml") or ""),
+                                            "after": normalize(xml)}}
+        if check_mode:
+            return result
+        # Say that the originals are about to change before they do: revert then restores the backups.
+        drec = dict(drec, modified=True)
+        set_record(dom, drec)
+        root = root_disk(model_from_xml(xml))
+        grown = storage.grow(root["path"], root["format"], rec["new_flavor"]["root_gb"] * GIB) if root else False
+        checkpoint("grow", domain=name, host=host)
+        new = record_mod.transition(drec, "finished", "resized in place on %s; waiting for confirm or revert" % host)
+        new["claim"] = rec.get("claim")
+        try:
+            dom = c.conn.defineXMLFlags(record_mod.embed(xml, new), libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
+        except libvirt.libvirtError as exc:
+            raise libvirt_error(exc, "libvirt refused the new domain XML", domain=name,
+                                hint="check the template; the original definition is unchanged")
+        state_mod.write_record(params["state_dir"], dict(rec, status="finished", history=new["history"]))
+        checkpoint("define", domain=name, host=host)
+        if params["power_state"] == "running":
+            try:
+                dom.create()
+            except libvirt.libvirtError as exc:
+                raise libvirt_error(exc, "the resized domain was defined but did not start", domain=name)
+        checkpoint("start", domain=name, host=host)
         info = storage.image_info(root["path"]) if root else None
         result.update({"migration": get_record(dom), "state": state_of(dom), "root_disk": info,
                        "grown": grown, "domain": summary(xml)})

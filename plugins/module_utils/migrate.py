@@ -52,6 +52,12 @@ def power_off_migrate(params, check_mode):
             raise ValidationError("the VM is %s; only a running or shut-off VM can be resized" % inst["state"],
                                   domain=name, host=host, hint="resume or repair it first")
         disks = disks_to_copy(inst)
+        if params.get("same_host"):
+            for d in disks:
+                if os.path.lexists(d["path"] + transfer.BACKUP_SUFFIX):
+                    raise ValidationError("a backup %s%s already exists" % (d["path"], transfer.BACKUP_SUFFIX),
+                                          domain=name, host=host,
+                                          hint="it is left from an earlier resize: confirm or revert that first")
         plan = {"changed": True, "old_power_state": inst["state"],
                 "disks": [{"path": d["path"], "allocation": d.get("allocation"), "virtual_size": d.get("virtual_size")}
                           for d in disks]}
@@ -62,16 +68,28 @@ def power_off_migrate(params, check_mode):
                                     params.get("new_flavor"), migration_id=mid,
                                     note="claim made on %s" % params["dest_host"])
         rec["old_power_state"] = old_state
+        if params.get("same_host"):
+            # Resize in place: the backup is a verified copy beside each disk, and the original
+            # definition travels in the record, so that revert can restore both exactly.
+            rec["same_host"] = True
+            rec["original_xml"] = inst["xml"]
+            # Name the backups before making them, so that a rollback finds even a half-made one
+            # (the paths were checked free above: whatever is there later is ours).
+            rec["disks"] = [{"path": d["path"], "backup": d["path"] + transfer.BACKUP_SUFFIX} for d in disks]
         rec = record_mod.transition(rec, "migrating", "powering off on %s" % host)
         set_record(dom, rec)
         try:
             stop = power_off(dom, timeout=params["shutdown_timeout"],
                              retry_interval=params["shutdown_retry_interval"])
             rec = record_mod.transition(rec, "migrating", "stopped (%s, %.1fs); copying %d disk(s) to %s"
-                                        % (stop["method"], stop["seconds"], len(disks), params["dest"]))
+                                        % (stop["method"], stop["seconds"], len(disks),
+                                           "backups on this host" if params.get("same_host") else params["dest"]))
             set_record(dom, rec)
             checkpoint("shutdown")
-            copied = copy_disks(disks, params)
+            if params.get("same_host"):
+                copied = [transfer.local_copy(d["path"], d["path"] + transfer.BACKUP_SUFFIX) for d in disks]
+            else:
+                copied = copy_disks(disks, params)
             checkpoint("copy")
         except ResizeError as exc:
             rec = record_mod.transition(rec, "error", exc.msg)

@@ -43,6 +43,23 @@ def _check_disks(disks, name, host):
     return paths
 
 
+def _check_backups(disks, name, host):
+    """Same-host resize: the disks are the VM's own; their backups must not exist yet."""
+    paths = []
+    for disk in disks:
+        path = disk.get("path")
+        if not path or not os.path.isfile(path):
+            raise ValidationError("disk %r of the VM is not a file on this host" % (path,), domain=name, host=host)
+        if disk.get("backing_file"):
+            raise ValidationError("disk %s has a backing file (%s); images with backing chains are not "
+                                  "supported yet" % (path, disk["backing_file"]), domain=name, host=host)
+        if os.path.lexists(path + transfer.BACKUP_SUFFIX):
+            raise ValidationError("a backup %s%s already exists" % (path, transfer.BACKUP_SUFFIX), domain=name,
+                                  host=host, hint="it is left from an earlier resize: confirm or revert that first")
+        paths.append(path)
+    return paths
+
+
 def _check_shared_files(files, name, host):
     missing = [f for f in files if not os.path.exists(f)]
     if missing:
@@ -76,8 +93,14 @@ def prep(params, check_mode):
         facts = gather({"uri": params["uri"], "state_dir": params["state_dir"],
                         "instances_path": params["instances_path"], "instance": None})
         hv = facts["hypervisor"]
+        same_host = params["same_host"]
         with Connection(params["uri"]) as c:
-            if c.find(name) is not None or c.find_uuid(params["uuid"]) is not None:
+            dom = c.find(name)
+            if same_host:
+                if dom is None or dom.UUIDString() != params["uuid"]:
+                    raise ValidationError("a same-host resize needs the VM (uuid %s) defined on this host"
+                                          % params["uuid"], domain=name, host=host)
+            elif dom is not None or c.find_uuid(params["uuid"]) is not None:
                 raise ValidationError("a domain with this name or UUID is already defined on the destination",
                                       domain=name, host=host,
                                       hint="the VM is already there: finish, confirm or revert the earlier "
@@ -87,12 +110,17 @@ def prep(params, check_mode):
                 raise ValidationError("migration %s of this VM is still open here (status %s)"
                                       % (rec["id"], rec["status"]), domain=name, host=host,
                                       hint="confirm or revert it first")
-        paths = _check_disks(disks, name, host)
+        paths = _check_backups(disks, name, host) if same_host else _check_disks(disks, name, host)
         _check_shared_files(params["shared_files"], name, host)
         _check_networks(params["interfaces"], hv, name, host)
         disk_bytes = sum(int(d.get("allocation") or 0) for d in disks)
         root_growth = max(flavor["root_gb"] * GIB - int((disks[0] if disks else {}).get("virtual_size") or 0), 0)
         request = {"vcpus": flavor["vcpus"], "memory_mb": flavor["memory_mb"], "disk_bytes": disk_bytes}
+        if same_host:
+            # The VM's current size is already counted here: claim only the increase (and the backups).
+            cur = next(d for d in hv["domains"] if d["name"] == name)
+            request["vcpus"] = max(flavor["vcpus"] - cur["vcpus"], 0)
+            request["memory_mb"] = max(flavor["memory_mb"] - cur["memory_mb"], 0)
         limits = {k: params[k] for k in ("cpu_allocation_ratio", "ram_allocation_ratio",
                                          "disk_allocation_ratio", "reserved_host_memory_mb")
                   if params.get(k) is not None}
@@ -109,6 +137,8 @@ def prep(params, check_mode):
         rec = record_mod.new_record(name, params["uuid"], params["source_host"], host, old_flavor, flavor,
                                     migration_id=mid)
         rec["claim"] = dict(request, root_growth_bytes=root_growth)
+        if same_host:
+            rec["same_host"] = True
         rec["disks"] = [{"path": p} for p in paths]
         result = {"changed": True, "migration_id": rec["id"], "migration": rec, "claim": rec["claim"],
                   "destination": {"hostname": host, "free_disk_bytes": hv["free_disk_bytes"]},
@@ -117,6 +147,9 @@ def prep(params, check_mode):
             result["migration_id"] = mid
             return result
         state_mod.write_record(params["state_dir"], rec)
+        if same_host:
+            checkpoint("claim", domain=name, host=host)
+            return result
         mdir = state_mod.migration_dir(params["state_dir"], rec["id"])
         state_mod.write_file(params["state_dir"], rec["id"], "allowed.json",
                              json.dumps(paths))

@@ -27,7 +27,7 @@ TRANSITIONS = {
     "pre-migrating": ("migrating", "error", "reverting"),
     "migrating": ("post-migrating", "error", "reverting"),
     "post-migrating": ("finished", "error", "reverting"),
-    "finished": ("confirming", "reverting"),
+    "finished": ("confirming", "reverting", "error"),
     "confirming": ("confirmed", "error"),
     "reverting": ("reverted", "error"),
     "error": ("reverting", "reverted"),

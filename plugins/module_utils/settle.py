@@ -44,8 +44,13 @@ def revert_destination(params, check_mode):
     actions = []
     with Connection(params["uri"]) as c:
         dom = c.find(name)
+        drec = get_record(dom) if dom is not None else None
+        srec = state_mod.read_record(params["state_dir"], mid)
+        if (drec and drec.get("id") == mid and drec.get("same_host")) or (srec and srec.get("same_host")):
+            # Same host: the domain carrying this id is the VM itself. Never remove it.
+            return revert_in_place(params, check_mode, c, dom, drec if (drec or {}).get("id") == mid else None)
         if dom is not None:
-            rec = get_record(dom)
+            rec = drec
             if rec and rec.get("id") == mid:
                 actions.append("remove domain %s" % name)
                 if not check_mode:
@@ -73,6 +78,52 @@ def revert_destination(params, check_mode):
             if not check_mode:
                 state_mod.remove(params["state_dir"], mid)
     return {"changed": bool(actions), "actions": actions, "host": host}
+
+
+def revert_in_place(params, check_mode, c, dom, drec):
+    """Same-host revert: put the backups back over the grown disks and the original definition back,
+    or, when the disks were never touched, just drop the backups. The record stays for revert_source."""
+    name, mid = params["instance"], params["migration_id"]
+    disks = (drec or {}).get("disks") or []
+    modified = bool(drec and drec.get("modified"))
+    actions = []
+    for d in disks:
+        backup = d.get("backup")
+        if backup and os.path.exists(backup):
+            actions.append(("restore %s from %s" % (d["path"], backup)) if modified else ("delete backup %s" % backup))
+        part = (backup or d["path"] + transfer.BACKUP_SUFFIX) + ".hvresize-part"
+        if os.path.lexists(part):
+            actions.append("delete %s" % part)
+    if modified:
+        actions.append("restore the original definition of %s" % name)
+    if os.path.isdir(state_mod.migration_dir(params["state_dir"], mid)):
+        actions.append("release claim")
+    if check_mode or not actions:
+        return {"changed": bool(actions), "actions": actions, "host": hostname()}
+    if modified:
+        try:
+            if dom.isActive():
+                dom.destroy()
+        except libvirt.libvirtError as exc:
+            raise libvirt_error(exc, "cannot stop the resized domain to restore its backup", domain=name)
+    for d in disks:
+        backup = d.get("backup")
+        if backup and os.path.exists(backup):
+            if modified:
+                os.replace(backup, d["path"])
+            else:
+                os.unlink(backup)
+        part = (backup or d["path"] + transfer.BACKUP_SUFFIX) + ".hvresize-part"
+        if os.path.lexists(part):
+            os.unlink(part)
+    if modified:
+        rec = dict(drec, modified=False, restored=True)
+        try:
+            c.conn.defineXML(record_mod.embed(drec["original_xml"], rec))
+        except libvirt.libvirtError as exc:
+            raise libvirt_error(exc, "cannot restore the original definition", domain=name)
+    state_mod.remove(params["state_dir"], mid)
+    return {"changed": True, "actions": actions, "host": hostname()}
 
 
 def revert_source(params, check_mode):
@@ -136,6 +187,7 @@ def confirm_destination(params, check_mode):
             return {"changed": True, "actions": ["record confirmed", "release claim"]}
         rec = record_mod.transition(rec, "confirming", "confirm requested")
         rec = record_mod.transition(rec, "confirmed", "source cleaned up; claim released")
+        rec.pop("original_xml", None)
         set_record(dom, rec)
         state_mod.remove(params["state_dir"], mid)
         transfer.edit_authorized_keys(params["authorized_keys"], remove_id=mid)
@@ -155,6 +207,16 @@ def confirm_source(params, check_mode):
         if not rec or rec.get("id") != mid:
             raise ValidationError("the domain here is not the source of migration %s; refusing to delete it" % mid,
                                   domain=name, host=host)
+        if rec.get("same_host"):
+            # Resized in place: the backups are all there is to delete; the domain is the VM.
+            if rec["status"] not in ("finished", "confirming", "confirmed"):
+                raise ValidationError("migration %s is %s; only a finished resize can be confirmed"
+                                      % (mid, rec["status"]), domain=name, host=host)
+            backups = [d["backup"] for d in rec.get("disks", []) if d.get("backup") and os.path.exists(d["backup"])]
+            if not check_mode:
+                for path in backups:
+                    os.unlink(path)
+            return {"changed": bool(backups), "actions": ["delete backup %s" % p for p in backups]}
         if rec["status"] != "post-migrating":
             raise ValidationError("migration %s is %s on the source; only a completed copy can be confirmed"
                                   % (mid, rec["status"]), domain=name, host=host)

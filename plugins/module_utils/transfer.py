@@ -229,3 +229,48 @@ def ssh_argv(dest, port, key_file, known_hosts_file, user="root", cipher="aes128
     if cipher:
         argv += ["-c", cipher]
     return argv + ["%s@%s" % (user, dest), "receive"]
+
+
+BACKUP_SUFFIX = ".hvresize-backup"
+
+
+def stream_digest(path):
+    """sha256 of a disk's wire stream (its allocated, non-zero data), as the receiver checks it."""
+    *_, last = frames(path, os.stat(path).st_size)
+    return last[-64:].decode("ascii")
+
+
+def local_copy(src, dst):
+    """Sparse, verified copy on the same host (the backup of a same-host resize); never overwrites."""
+    st = os.stat(src)
+    started = time.monotonic()
+    part = dst + ".hvresize-part"
+    digest = None
+    data_bytes = 0
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.ftruncate(fd, st.st_size)
+        for frame in frames(src, st.st_size):
+            offset, length = FRAME.unpack(frame[:FRAME.size])
+            if offset == END:
+                digest = frame[FRAME.size:].decode("ascii")
+                break
+            os.pwrite(fd, frame[FRAME.size:], offset)
+            data_bytes += length
+        os.fsync(fd)
+        os.fchown(fd, st.st_uid, st.st_gid)
+        os.fchmod(fd, st.st_mode & 0o7777)
+    except OSError as exc:
+        os.close(fd)
+        os.unlink(part)
+        raise TransferError("backup copy of %s failed: %s" % (src, exc))
+    os.close(fd)
+    if stream_digest(part) != digest:
+        os.unlink(part)
+        raise TransferError("backup copy of %s does not match its source" % src)
+    if os.path.lexists(dst):
+        os.unlink(part)
+        raise TransferError("%s already exists; refusing to overwrite it" % dst)
+    os.rename(part, dst)
+    return {"path": src, "backup": dst, "sha256": digest, "bytes": data_bytes, "size": st.st_size,
+            "wire_bytes": 0, "seconds": round(time.monotonic() - started, 3)}

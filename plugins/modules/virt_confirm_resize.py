@@ -16,6 +16,7 @@ description:
     only when the record there says the copy completed for O(migration_id) and the domain is shut off.
   - B(destination) moves the record to C(confirmed) and releases the claim. Only a C(finished)
     resize can be confirmed.
+  - For a same-host resize, B(source) deletes only the backups beside the disks; the domain is the VM.
   - Idempotent.
 author: hypervisor.resize maintainers (@hypervisor-resize)
 extends_documentation_fragment:

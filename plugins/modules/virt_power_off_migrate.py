@@ -34,10 +34,17 @@ options:
     description: Id returned by M(hypervisor.resize.virt_resize_prep).
     type: str
     required: true
+  same_host:
+    description:
+      - Resize in place (the destination is this host). Instead of a copy to another host, each disk
+        gets a verified sparse backup beside it (C(<disk>.hvresize-backup)), and the original
+        definition is kept in the record, so that revert restores both exactly.
+    type: bool
+    default: false
   dest:
-    description: Address or name by which this host reaches the destination's sshd.
+    description:
+      - Address or name by which this host reaches the destination's sshd. Required unless O(same_host).
     type: str
-    required: true
   dest_host:
     description: Inventory name of the destination, for the record.
     type: str
@@ -47,17 +54,19 @@ options:
     type: int
     default: 22
   dest_host_key:
-    description: The destination's public ssh host key (C(type base64)); the copy refuses any other.
+    description:
+      - The destination's public ssh host key (C(type base64)); the copy refuses any other. Required
+        unless O(same_host).
     type: str
-    required: true
   transfer_user:
     description: User the one-off key was authorized for on the destination.
     type: str
     default: root
   transfer_private_key:
-    description: Private half of the one-off key. Written to a private temporary file for the copy only.
+    description:
+      - Private half of the one-off key. Written to a private temporary file for the copy only.
+        Required unless O(same_host).
     type: str
-    required: true
   ssh_cipher:
     description: ssh cipher for the copy; the empty string leaves it to ssh.
     type: str
@@ -138,18 +147,20 @@ def main():
         argument_spec=dict(
             instance=dict(type="str", required=True),
             migration_id=dict(type="str", required=True),
-            dest=dict(type="str", required=True),
+            same_host=dict(type="bool", default=False),
+            dest=dict(type="str"),
             dest_host=dict(type="str", required=True),
             dest_port=dict(type="int", default=22),
-            dest_host_key=dict(type="str", required=True, no_log=False),  # a public host key
+            dest_host_key=dict(type="str", no_log=False),  # a public host key
             transfer_user=dict(type="str", default="root"),
-            transfer_private_key=dict(type="str", required=True, no_log=True),
+            transfer_private_key=dict(type="str", no_log=True),
             ssh_cipher=dict(type="str", default="aes128-gcm@openssh.com"),
             old_flavor=dict(type="dict"),
             new_flavor=dict(type="dict"),
             shutdown_timeout=dict(type="int", default=60),
             shutdown_retry_interval=dict(type="int", default=10),
         ),
+        required_if=[("same_host", False, ("dest", "dest_host_key", "transfer_private_key"))],
         supports_check_mode=True,
     )
     module.run(lambda m: power_off_migrate(m.params, m.check_mode))

@@ -44,6 +44,14 @@ options:
     description: Name of the source hypervisor, for the record.
     type: str
     required: true
+  same_host:
+    description:
+      - Resize in place on this host, which is also the source. The VM's disks stay where they are
+        and are backed up beside themselves by M(hypervisor.resize.virt_power_off_migrate); only the
+        increase in vCPUs and memory, and room for the backups, is claimed. No transfer key is
+        authorized.
+    type: bool
+    default: false
   flavor:
     description:
       - The new flavor, with keys C(name), C(vcpus), C(memory_mb), C(root_gb) and optionally
@@ -170,6 +178,7 @@ def main():
             instance=dict(type="str", required=True),
             uuid=dict(type="str", required=True),
             migration_id=dict(type="str"),
+            same_host=dict(type="bool", default=False),
             source_host=dict(type="str", required=True),
             flavor=dict(type="dict", required=True),
             old_flavor=dict(type="dict"),

@@ -18,6 +18,9 @@ description:
   - B(source) marks the record C(reverted) and starts the original domain again if it was running
     before; its disks were never touched, so they are byte-identical to before the resize. A source
     the migration never reached (failure before power-off) is left as it is.
+  - For a same-host resize (source and destination are this host) the domain is never removed. If
+    the disks were already grown, the verified backups beside them are put back and the original
+    definition restored; otherwise the backups are deleted.
   - Idempotent, a second run changes nothing.
 author: hypervisor.resize maintainers (@hypervisor-resize)
 extends_documentation_fragment:

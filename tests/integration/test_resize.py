@@ -363,3 +363,56 @@ def test_extra_sparse_data_disk_travels_identical_and_sparse(bed, guest):
     finally:
         for h in HOSTS:
             bed.ssh(h, "rm -f %s" % data, check=False)
+
+
+BACKUP = IMG + ".hvresize-backup"
+
+
+def test_same_host_resize_in_place_then_confirm(bed, guest):
+    vm = guest("it-same", vcpus=1, memory_mb=128, disk_gb=1)
+    src_sum = sha256(bed, "hv1", IMG % vm)
+    playbook(bed, "resize.yml", check=True, instance=vm, flavor="m1.small", target_host="hv1", allow_same_host="true")
+    assert where(bed, vm) == {"hv1": "running"}
+    assert dominfo(bed, "hv1", vm)["vcpus"] == 2
+    got = report(bed, vm, "hv1")
+    assert (got["nproc"], got["disk_bytes"], got["boot_count"]) == ("2", str(2 * GIB), "2")
+    assert sha256(bed, "hv1", BACKUP % vm) == src_sum  # the backup is the disk as it was
+    assert record(bed, "hv1", vm)["status"] == "finished"
+
+    playbook(bed, "confirm.yml", check=True, instance=vm)
+    assert not exists(bed, "hv1", BACKUP % vm)
+    assert where(bed, vm) == {"hv1": "running"} and dominfo(bed, "hv1", vm)["vcpus"] == 2
+    assert record(bed, "hv1", vm)["status"] == "confirmed"
+    assert migrations_dir(bed, "hv1") == set()
+
+
+def test_same_host_revert_restores_identical_disks_and_definition(bed, guest):
+    vm = guest("it-same-rev", start=False, vcpus=1, memory_mb=128, disk_gb=1)
+    src_sum = sha256(bed, "hv1", IMG % vm)
+    playbook(bed, "resize.yml", check=True, instance=vm, flavor="m1.medium", target_host="hv1",
+             allow_same_host="true")
+    assert dominfo(bed, "hv1", vm)["vcpus"] == 3 and image(bed, "hv1", IMG % vm)["virtual-size"] == 3 * GIB
+    assert where(bed, vm) == {"hv1": "shut off"}
+
+    playbook(bed, "revert.yml", check=True, instance=vm)
+    assert where(bed, vm) == {"hv1": "shut off"}
+    assert dominfo(bed, "hv1", vm) == {"vcpus": 1, "max_memory_kib": 131072, "state": "shut off"}
+    assert sha256(bed, "hv1", IMG % vm) == src_sum
+    assert not exists(bed, "hv1", BACKUP % vm)
+    assert record(bed, "hv1", vm)["status"] == "reverted"
+    assert migrations_dir(bed, "hv1") == set()
+
+
+@pytest.mark.parametrize("step", ["copy", "grow", "start"])
+def test_same_host_failure_rolls_back_in_place(bed, guest, step):
+    vm = guest("it-same-fail-" + step, vcpus=1, memory_mb=128, disk_gb=1)
+    proc = playbook(bed, "resize.yml", instance=vm, flavor="m1.small", target_host="hv1", allow_same_host="true",
+                    resize_test_fail_at=step)
+    assert proc.returncode != 0 and "Rolled back: the VM is on hv1 with its original size and disks" in proc.stdout
+    assert where(bed, vm) == {"hv1": "running"}
+    assert image(bed, "hv1", IMG % vm)["virtual-size"] == GIB
+    got = report(bed, vm, "hv1")
+    assert (got["nproc"], got["disk_bytes"], got["boot_count"]) == ("1", str(GIB), "2")
+    rec = record(bed, "hv1", vm)
+    assert rec["status"] == "error" and rec["rolled_back"] is True
+    assert not exists(bed, "hv1", BACKUP % vm) and migrations_dir(bed, "hv1") == set()

@@ -105,6 +105,15 @@ def test_same_host_only_when_allowed():
     assert F["resize_schedule"](res, "hv1", INSTANCE, FLAVOR, allow_same_host=True)["host"] == "hv1"
 
 
+def test_same_host_counts_only_the_increase():
+    # 3584 MiB allocatable on hv1, which already holds the VM: growing it 128 -> 1024 needs 896 more.
+    res = results(hv1=hv(alloc_mem=3584 - 896))
+    assert F["resize_schedule"](res, "hv1", INSTANCE, FLAVOR, allow_same_host=True)["host"] == "hv1"
+    res = results(hv1=hv(alloc_mem=3584 - 856))
+    with pytest.raises(AnsibleFilterError, match="RAM: needs 896 MiB, 856 MiB free"):
+        F["resize_schedule"](res, "hv1", INSTANCE, FLAVOR, allow_same_host=True)
+
+
 def test_migration_finds_both_ends():
     res = results(hv1=hv(), hv2=hv())
     res["hv1"]["instance"] = dict(INSTANCE, migration={"id": "m1", "status": "post-migrating", "source": "hv1", "dest": "hv2"})

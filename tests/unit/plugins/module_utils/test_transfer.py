@@ -133,3 +133,18 @@ def test_authorized_line_is_restricted_to_the_receiver(tmp_path):
 def test_bad_public_keys_are_refused(bad):
     with pytest.raises(ValidationError):
         transfer.check_public_key(bad)
+
+
+def test_local_backup_copy_is_identical_sparse_and_keeps_mode(tmp_path):
+    src = sparse_disk(str(tmp_path / "disk.qcow2"))
+    os.chmod(src, 0o640)
+    dst = src + transfer.BACKUP_SUFFIX
+    out = transfer.local_copy(src, dst)
+    assert sha256_of(dst) == sha256_of(src)
+    assert out["sha256"] == transfer.stream_digest(src) == transfer.stream_digest(dst)
+    assert os.stat(dst).st_size == 64 * MIB and os.stat(dst).st_blocks * 512 < 4 * MIB
+    assert os.stat(dst).st_mode & 0o777 == 0o640
+    assert not os.path.exists(dst + ".hvresize-part")
+    with pytest.raises(TransferError):  # never overwrites an existing backup
+        transfer.local_copy(src, dst)
+    assert sha256_of(dst) == sha256_of(src)
