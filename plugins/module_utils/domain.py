@@ -72,6 +72,18 @@ def _text(node):
     return etree.tostring(node, encoding="unicode", pretty_print=True).strip()
 
 
+def disk_role(path):
+    """`ephemeral` or `swap` for disks named so (file name stem ending in -ephemeral / -swap, Nova's
+    disk.local / disk.swap), else None (the root disk or a data disk)."""
+    if not path:
+        return None
+    stem = path.rsplit("/", 1)[-1].split(".", 1)[0]
+    for role in ("ephemeral", "swap"):
+        if stem.endswith("-" + role):
+            return role
+    return None
+
+
 def disks_from_root(root):
     disks = []
     for disk in root.findall("./devices/disk"):
@@ -88,6 +100,7 @@ def disks_from_root(root):
             "format": driver.get("type", "raw") if driver is not None else "raw",
             "readonly": disk.find("readonly") is not None,
         })
+        disks[-1]["role"] = disk_role(disks[-1]["path"]) if disks[-1]["device"] == "disk" else None
     return disks
 
 
@@ -160,7 +173,17 @@ def root_disk(model_or_disks):
     """The disk the guest boots from: the first writable file-backed disk of device type disk."""
     disks = model_or_disks["disks"] if isinstance(model_or_disks, dict) else model_or_disks
     for disk in disks:
-        if disk["device"] == "disk" and not disk["readonly"] and disk["path"] and not disk["network"]:
+        if disk["device"] == "disk" and not disk["readonly"] and disk["path"] and not disk["network"] \
+                and not disk.get("role"):
+            return disk
+    return None
+
+
+def role_disk(model_or_disks, role):
+    """The ephemeral or swap disk, if the VM has one."""
+    disks = model_or_disks["disks"] if isinstance(model_or_disks, dict) else model_or_disks
+    for disk in disks:
+        if disk.get("role") == role and disk["path"] and not disk["network"] and not disk["readonly"]:
             return disk
     return None
 

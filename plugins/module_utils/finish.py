@@ -11,7 +11,7 @@ from . import record as record_mod
 from . import state as state_mod
 from . import storage, transfer
 from .connection import Connection, get_record, hostname, libvirt, libvirt_error, set_record, state_of
-from .domain import check_domain_name, model_from_xml, normalize, root_disk, summary
+from .domain import check_domain_name, model_from_xml, normalize, role_disk, root_disk, summary
 from .errors import ValidationError
 from .faults import checkpoint
 from .flavor import GIB
@@ -32,6 +32,24 @@ def _check_xml(xml, rec, name, host):
         raise ValidationError("the domain XML does not use the copied disk(s) %s" % ", ".join(missing),
                               domain=name, host=host)
     return got
+
+
+def apply_flavor_disks(xml, flavor, owned):
+    """Grow the ephemeral disk to ephemeral_gb and recreate swap at swap_mb, for disks in `owned`
+    (paths this migration may change). Returns what was done."""
+    done = []
+    model = model_from_xml(xml)
+    eph = role_disk(model, "ephemeral")
+    if eph and eph["path"] in owned and flavor.get("ephemeral_gb"):
+        if storage.grow(eph["path"], eph["format"], flavor["ephemeral_gb"] * GIB):
+            done.append("grew ephemeral disk %s to %d GiB" % (eph["path"], flavor["ephemeral_gb"]))
+    swap = role_disk(model, "swap")
+    if swap and swap["path"] in owned and flavor.get("swap_mb"):
+        size = flavor["swap_mb"] * 1024 * 1024
+        if storage.image_info(swap["path"])["virtual_size"] != size:
+            storage.recreate(swap["path"], swap["format"], size)
+            done.append("recreated swap disk %s at %d MiB" % (swap["path"], flavor["swap_mb"]))
+    return done
 
 
 def finish(params, check_mode):
@@ -80,6 +98,7 @@ def finish(params, check_mode):
         grown = False
         if root and root["path"] in got and new_root:
             grown = storage.grow(root["path"], root["format"], new_root)
+        disk_actions = apply_flavor_disks(xml, rec["new_flavor"], set(got))
         checkpoint("grow", domain=name, host=host)
         rec = record_mod.transition(rec, "migrating", "%d disk(s) received and verified" % len(got))
         rec = record_mod.transition(rec, "post-migrating", "root disk %s" % ("grown" if grown else "kept"))
@@ -105,7 +124,7 @@ def finish(params, check_mode):
                 os.unlink(path)
         info = storage.image_info(root["path"]) if root else None
         result.update({"migration": get_record(dom), "state": state_of(dom), "root_disk": info,
-                       "grown": grown, "domain": summary(xml)})
+                       "grown": grown, "disk_actions": disk_actions, "domain": summary(xml)})
         return result
 
 
@@ -135,6 +154,7 @@ def finish_in_place(params, check_mode, rec, name, mid, host):
         set_record(dom, drec)
         root = root_disk(model_from_xml(xml))
         grown = storage.grow(root["path"], root["format"], rec["new_flavor"]["root_gb"] * GIB) if root else False
+        disk_actions = apply_flavor_disks(xml, rec["new_flavor"], set(d["path"] for d in drec.get("disks", [])))
         checkpoint("grow", domain=name, host=host)
         new = record_mod.transition(drec, "finished", "resized in place on %s; waiting for confirm or revert" % host)
         new["claim"] = rec.get("claim")
@@ -153,5 +173,5 @@ def finish_in_place(params, check_mode, rec, name, mid, host):
         checkpoint("start", domain=name, host=host)
         info = storage.image_info(root["path"]) if root else None
         result.update({"migration": get_record(dom), "state": state_of(dom), "root_disk": info,
-                       "grown": grown, "domain": summary(xml)})
+                       "grown": grown, "disk_actions": disk_actions, "domain": summary(xml)})
         return result

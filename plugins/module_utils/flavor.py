@@ -71,10 +71,14 @@ def lookup_flavor(flavors, name):
 def current_size(instance):
     """The size a VM has now, from its facts: vcpus, memory_mb, root disk bytes."""
     root = instance.get("root_disk") or {}
+    eph = instance.get("ephemeral_disk")
+    swap = instance.get("swap_disk")
     return {
         "vcpus": int(instance["vcpus"]),
         "memory_mb": int(instance["memory_mb"]),
         "root_bytes": int(root.get("virtual_size") or 0),
+        "ephemeral_bytes": int(eph.get("virtual_size") or 0) if eph else None,
+        "swap_bytes": int(swap.get("virtual_size") or 0) if swap else None,
     }
 
 
@@ -97,7 +101,27 @@ def resize_plan(instance, flavor):
             "flavor %s would shrink the root disk from %s to %d GiB; disks are never shrunk"
             % (flavor["name"], _gib(cur["root_bytes"]), flavor["root_gb"]),
             domain=name, hint="choose a flavor whose root_gb is at least %s" % _gib_ceil(cur["root_bytes"]))
+    warnings = []
+    new_eph = flavor["ephemeral_gb"] * GIB
+    if cur["ephemeral_bytes"] is not None and new_eph < cur["ephemeral_bytes"]:
+        raise ValidationError(
+            "flavor %s would shrink the ephemeral disk from %s to %d GiB; disks are never shrunk"
+            % (flavor["name"], _gib(cur["ephemeral_bytes"]), flavor["ephemeral_gb"]),
+            domain=name, hint="choose a flavor whose ephemeral_gb is at least %s" % _gib_ceil(cur["ephemeral_bytes"]))
+    if cur["ephemeral_bytes"] is None and new_eph:
+        warnings.append("flavor %s has ephemeral_gb=%d but the VM has no ephemeral disk (a file named "
+                        "*-ephemeral.*); none is added" % (flavor["name"], flavor["ephemeral_gb"]))
+    new_swap = flavor["swap_mb"] * MIB
+    if cur["swap_bytes"] is None and new_swap:
+        warnings.append("flavor %s has swap_mb=%d but the VM has no swap disk (a file named *-swap.*); none is "
+                        "added" % (flavor["name"], flavor["swap_mb"]))
+    if cur["swap_bytes"] is not None and not new_swap:
+        warnings.append("flavor %s has swap_mb=0; the VM's swap disk is kept as it is" % flavor["name"])
     changes = {}
+    if cur["ephemeral_bytes"] is not None and new_eph > cur["ephemeral_bytes"]:
+        changes["ephemeral_bytes"] = [cur["ephemeral_bytes"], new_eph]
+    if cur["swap_bytes"] is not None and new_swap and new_swap != cur["swap_bytes"]:
+        changes["swap_bytes"] = [cur["swap_bytes"], new_swap]
     if cur["vcpus"] != flavor["vcpus"]:
         changes["vcpus"] = [cur["vcpus"], flavor["vcpus"]]
     if cur["memory_mb"] != flavor["memory_mb"]:
@@ -108,12 +132,15 @@ def resize_plan(instance, flavor):
     if changes and state is not None and state not in MOVABLE_STATES:
         raise ValidationError("the VM is %s; only a running or shut-off VM can be resized" % state,
                               domain=name, hint="resume it (virsh resume) or repair it first")
+    after = {"vcpus": flavor["vcpus"], "memory_mb": flavor["memory_mb"], "root_bytes": max(new_root, cur["root_bytes"]),
+             "ephemeral_bytes": changes.get("ephemeral_bytes", [None, cur["ephemeral_bytes"]])[1],
+             "swap_bytes": changes.get("swap_bytes", [None, cur["swap_bytes"]])[1]}
     return {
         "changed": bool(changes),
         "changes": changes,
         "before": cur,
-        "after": {"vcpus": flavor["vcpus"], "memory_mb": flavor["memory_mb"],
-                  "root_bytes": max(new_root, cur["root_bytes"])},
+        "after": after,
+        "warnings": warnings,
     }
 
 

@@ -49,6 +49,18 @@ def grow(path, fmt, new_size):
     return True
 
 
+def recreate(path, fmt, size):
+    """Replace an image by a blank one of `size` bytes (swap: its contents are disposable)."""
+    st = os.stat(path)
+    tmp = path + ".hvresize-new"
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    _run(["qemu-img", "create", "-q", "-f", fmt, tmp, str(size)], "qemu-img create %s" % tmp)
+    os.chown(tmp, st.st_uid, st.st_gid)
+    os.chmod(tmp, st.st_mode & 0o7777)
+    os.replace(tmp, path)
+
+
 def free_bytes(path):
     """Free space for new files at `path` (or its nearest existing parent)."""
     while path and not os.path.exists(path):

@@ -13,7 +13,8 @@ description:
   - Third step of a cold resize, run on the B(destination) hypervisor (Nova's C(finish_resize)).
   - Checks that every disk of the migration was received and verified here, and that O(domain_xml)
     is this VM (same name and UUID, the copied disks) at the new flavor's size.
-  - Grows the root disk to the flavor's C(root_gb) with C(qemu-img resize) (never shrinks), defines
+  - Grows the root disk to the flavor's C(root_gb) and the ephemeral disk to C(ephemeral_gb) with
+    C(qemu-img resize) (never shrinks), recreates the swap disk blank at C(swap_mb), defines
     the domain with libvirt's schema validation, writes the record (status C(finished)) into its
     metadata, starts it when O(power_state) is C(running), and revokes the one-off transfer key.
   - The resize then waits for M(hypervisor.resize.virt_confirm_resize) or
@@ -84,6 +85,15 @@ state:
   returned: always
   type: str
   sample: running
+disk_actions:
+  description:
+    - What was done to the ephemeral disk (grown to the flavor's C(ephemeral_gb)) and the swap disk
+      (recreated blank at C(swap_mb)). Disks whose file name stem ends in C(-ephemeral) or C(-swap)
+      are the ephemeral and swap disks (Nova's C(disk.local) and C(disk.swap)).
+  returned: changed and not check mode
+  type: list
+  elements: str
+  sample: ["grew ephemeral disk /var/lib/libvirt/images/web01-ephemeral.qcow2 to 2 GiB"]
 grown:
   description: Whether the root disk was grown.
   returned: changed and not check mode

@@ -24,7 +24,7 @@ def env():
 def playbook(bed, name, *args, check=False, **extra):
     argv = [os.path.join(VENV_BIN, "ansible-playbook"), "-i", bed.inventory, os.path.join(REPO, "playbooks", name)]
     for key, value in extra.items():
-        argv += ["-e", "%s=%s" % (key, value)]
+        argv += ["-e", json.dumps({key: value}) if isinstance(value, (dict, list)) else "%s=%s" % (key, value)]
     argv += list(args)
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=env(), cwd=REPO, check=False)
     if check and proc.returncode != 0:

@@ -416,3 +416,57 @@ def test_same_host_failure_rolls_back_in_place(bed, guest, step):
     rec = record(bed, "hv1", vm)
     assert rec["status"] == "error" and rec["rolled_back"] is True
     assert not exists(bed, "hv1", BACKUP % vm) and migrations_dir(bed, "hv1") == set()
+
+
+EPH_FLAVORS = {
+    "e.small": {"vcpus": 1, "memory_mb": 128, "root_gb": 1, "ephemeral_gb": 1, "swap_mb": 64},
+    "e.large": {"vcpus": 2, "memory_mb": 256, "root_gb": 2, "ephemeral_gb": 2, "swap_mb": 128},
+    "e.none": {"vcpus": 2, "memory_mb": 256, "root_gb": 2, "ephemeral_gb": 0, "swap_mb": 128},
+}
+
+
+def _with_ephemeral_and_swap(bed, vm):
+    eph = "/var/lib/libvirt/images/%s-ephemeral.raw" % vm
+    swap = "/var/lib/libvirt/images/%s-swap.raw" % vm
+    bed.ssh("hv1", "truncate -s 1G %s && dd if=/dev/urandom of=%s bs=1M count=2 seek=500 conv=notrunc status=none && "
+                   "truncate -s 64M %s && dd if=/dev/urandom of=%s bs=1M count=1 conv=notrunc status=none && "
+                   "virsh -q -c qemu:///system attach-disk %s %s vdb --driver qemu --subdriver raw --config && "
+                   "virsh -q -c qemu:///system attach-disk %s %s vdc --driver qemu --subdriver raw --config"
+                   % (eph, eph, swap, swap, vm, eph, vm, swap))
+    return eph, swap
+
+
+def test_ephemeral_grown_with_its_data_and_swap_recreated(bed, guest):
+    vm = guest("it-eph", start=False, vcpus=1, memory_mb=128, disk_gb=1)
+    eph, swap = _with_ephemeral_and_swap(bed, vm)
+    try:
+        eph_sum = sha256(bed, "hv1", eph)
+        playbook(bed, "resize.yml", check=True, instance=vm, flavor="e.large", target_host="hv2",
+                 resize_flavors=EPH_FLAVORS)
+        assert image(bed, "hv2", eph)["virtual-size"] == 2 * GIB
+        # The grown ephemeral disk keeps its data: its first GiB is the original disk, byte for byte.
+        assert sh(bed, "hv2", "head -c %d %s | sha256sum" % (GIB, eph)).split()[0] == eph_sum
+        assert image(bed, "hv2", swap)["virtual-size"] == 128 * 1024 * 1024
+        # Recreated blank: all zeros where the old swap had 1 MiB of random data, nearly nothing allocated.
+        assert bed.ssh("hv2", "cmp -s -n %d %s /dev/zero" % (128 * 1024 * 1024, swap), check=False).returncode == 0
+        assert int(sh(bed, "hv2", "stat -c %%b %s" % swap)) * 512 < 1024 * 1024
+        assert dominfo(bed, "hv2", vm)["vcpus"] == 2
+        assert image(bed, "hv1", eph)["virtual-size"] == GIB and sha256(bed, "hv1", eph) == eph_sum  # backup untouched
+    finally:
+        for h in HOSTS:
+            bed.ssh(h, "rm -f %s %s" % (eph, swap), check=False)
+
+
+def test_ephemeral_shrink_is_refused_up_front(bed, guest):
+    vm = guest("it-eph-shrink", start=False, vcpus=1, memory_mb=128, disk_gb=1)
+    eph, swap = _with_ephemeral_and_swap(bed, vm)
+    try:
+        proc = playbook(bed, "resize.yml", instance=vm, flavor="e.none", resize_flavors=EPH_FLAVORS)
+        assert proc.returncode != 0
+        assert "would shrink the ephemeral disk from 1 GiB to 0 GiB" in proc.stdout
+        assert where(bed, vm) == {"hv1": "shut off"} and record(bed, "hv1", vm) is None
+        for h in HOSTS:
+            assert migrations_dir(bed, h) == set()
+    finally:
+        for h in HOSTS:
+            bed.ssh(h, "rm -f %s %s" % (eph, swap), check=False)

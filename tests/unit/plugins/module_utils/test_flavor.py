@@ -72,6 +72,42 @@ def test_plan_same_size_of_a_paused_vm_is_still_no_change():
     assert not f.resize_plan(dict(vm(), state="paused"), f.lookup_flavor(FLAVORS, "m1.tiny"))["changed"]
 
 
+def vm_with(eph=None, swap=None):
+    d = vm()
+    d["ephemeral_disk"] = {"virtual_size": eph} if eph is not None else None
+    d["swap_disk"] = {"virtual_size": swap} if swap is not None else None
+    return d
+
+
+def flavor(**kw):
+    return f.normalize_flavor(dict({"vcpus": 1, "memory_mb": 128, "root_gb": 1}, **kw), "x")
+
+
+def test_plan_grows_ephemeral_and_resizes_swap():
+    plan = f.resize_plan(vm_with(eph=GIB, swap=64 * 1024 * 1024), flavor(ephemeral_gb=2, swap_mb=128))
+    assert plan["changes"] == {"ephemeral_bytes": [GIB, 2 * GIB], "swap_bytes": [64 * 1024 * 1024, 128 * 1024 * 1024]}
+    assert plan["after"]["ephemeral_bytes"] == 2 * GIB and plan["warnings"] == []
+
+
+def test_plan_refuses_ephemeral_shrink_up_front():
+    with pytest.raises(ValidationError, match="would shrink the ephemeral disk from 2 GiB to 1 GiB"):
+        f.resize_plan(vm_with(eph=2 * GIB), flavor(ephemeral_gb=1))
+    with pytest.raises(ValidationError, match="would shrink the ephemeral disk from 1 GiB to 0 GiB"):
+        f.resize_plan(vm_with(eph=GIB), flavor(ephemeral_gb=0))
+
+
+def test_plan_warns_about_disks_the_vm_does_not_have():
+    plan = f.resize_plan(vm_with(), flavor(vcpus=2, ephemeral_gb=1, swap_mb=64))
+    assert len(plan["warnings"]) == 2 and "no ephemeral disk" in plan["warnings"][0]
+    assert set(plan["changes"]) == {"vcpus"}
+
+
+def test_disk_roles_by_file_name():
+    from ansible_collections.hypervisor.resize.plugins.module_utils.domain import disk_role
+    assert disk_role("/i/web01-ephemeral.qcow2") == "ephemeral" and disk_role("/i/web01-swap.raw") == "swap"
+    assert disk_role("/i/web01.qcow2") is None and disk_role("/i/swap-web01.qcow2") is None
+
+
 def test_plan_allows_cpu_and_memory_shrink_with_same_disk():
     plan = f.resize_plan(vm(vcpus=2, memory_mb=256), f.lookup_flavor(FLAVORS, "m1.tiny"))
     assert plan["changes"] == {"vcpus": [2, 1], "memory_mb": [256, 128]}
