@@ -470,3 +470,49 @@ def test_ephemeral_shrink_is_refused_up_front(bed, guest):
     finally:
         for h in HOSTS:
             bed.ssh(h, "rm -f %s %s" % (eph, swap), check=False)
+
+
+def test_move_to_a_root_gb_zero_flavor_is_refused(bed, guest):
+    vm = guest("it-zero", vcpus=1, memory_mb=128, disk_gb=1)
+    proc = playbook(bed, "resize.yml", instance=vm, flavor="z.zero",
+                    resize_flavors={"z.zero": {"vcpus": 2, "memory_mb": 256, "root_gb": 0}})
+    assert proc.returncode != 0 and "has root_gb=0" in proc.stdout and "is refused" in proc.stdout
+    _unchanged(bed, vm)
+
+
+def test_vm_defined_on_two_hosts_is_refused(bed, guest):
+    vm = guest("it-twice", vcpus=1, memory_mb=128, disk_gb=1)
+    xml = sh(bed, "hv1", "virsh -c qemu:///system dumpxml --inactive %s" % vm)
+    bed.ssh("hv3", "cat > /tmp/%s.xml <<'EOF'\n%s\nEOF\nvirsh -q -c qemu:///system define /tmp/%s.xml" % (vm, xml, vm))
+    try:
+        proc = playbook(bed, "resize.yml", instance=vm, flavor="m1.small")
+        assert proc.returncode != 0 and "VM %s is defined on more than one hypervisor: hv1, hv3" % vm in proc.stdout
+        assert where(bed, vm) == {"hv1": "running", "hv3": "shut off"}
+        for h in HOSTS:
+            assert migrations_dir(bed, h) == set()
+    finally:
+        bed.ssh("hv3", "virsh -q -c qemu:///system undefine %s" % vm, check=False)
+
+
+def test_second_resize_while_one_waits_for_confirm_is_refused(bed, guest):
+    vm = guest("it-open", vcpus=1, memory_mb=128, disk_gb=1)
+    playbook(bed, "resize.yml", check=True, instance=vm, flavor="m1.small", target_host="hv2")
+    proc = playbook(bed, "resize.yml", instance=vm, flavor="m1.medium")
+    out = proc.stdout.replace("\n", " ")
+    assert proc.returncode != 0 and "VM %s is in the middle of a resize" % vm in out
+    assert "confirm or revert it first" in out
+    assert where(bed, vm) == {"hv1": "shut off", "hv2": "running"} and dominfo(bed, "hv2", vm)["vcpus"] == 2
+    assert record(bed, "hv2", vm)["status"] == "finished"
+
+
+def test_host_in_maintenance_is_never_chosen(bed, guest, tmp_path):
+    import shutil
+
+    vm = guest("it-maint", vcpus=1, memory_mb=128, disk_gb=1)
+    inv = tmp_path / "inventory"
+    shutil.copytree(os.path.dirname(bed.inventory), inv)
+    (inv / "host_vars").mkdir()
+    (inv / "host_vars" / "hv2.yml").write_text("hypervisor_maintenance: true\n")
+    proc = playbook(bed, "resize.yml", "-i", str(inv / "inventory.yml"), check=True, instance=vm, flavor="m1.small")
+    assert "hv2: in maintenance (hypervisor_maintenance is set)" in proc.stdout
+    assert where(bed, vm) == {"hv1": "shut off", "hv3": "running"}
