@@ -85,7 +85,7 @@ integration: setup
 
 # The whole suite: lint, docs, unit, then integration on the real test bed (brought up and torn down).
 test: setup dev
-	$(MAKE) --no-print-directory lint docs sanity changelog awx-check
+	$(MAKE) --no-print-directory lint docs sanity ansible-units changelog awx-check
 	rc=0; $(PY) -m pytest -q -p no:cacheprovider tests/unit tests/integration || rc=$$?; \
 	  $(BED) down || rc=$$((rc ? rc : 1)); exit $$rc
 
