@@ -9,13 +9,13 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
 .PHONY: help deps venv dev collection setup bed-up bed-down bed-status demo test unit integration lint docs \
-	sanity ansible-units changelog awx-check clean
+	sanity ansible-units changelog awx-check molecule clean
 
 help:
 	@echo "make demo   set everything up and resize a real VM from one hypervisor to another"
 	@echo "make test   set everything up, run the whole suite, tear the test bed down"
 	@echo "make bed-up / bed-down / bed-status   the local test bed (hv1..hv3)"
-	@echo "make unit / integration / lint / docs / sanity / changelog / awx-check   parts of the suite"
+	@echo "make unit / integration / lint / docs / sanity / changelog / awx-check / molecule   parts of the suite"
 
 deps:
 	bash tests/testbed/install-deps.sh
@@ -80,12 +80,16 @@ awx-check: dev
 	d=$$(mktemp -d) && $(VENV)/bin/ansible-builder create -f extensions/awx/execution-environment.yml -c $$d \
 	  --output-filename Containerfile >/dev/null && rm -rf $$d
 
+# Molecule scenario extensions/molecule/default: brings the bed up, resizes a VM, checks, takes it down.
+molecule: setup
+	$(VENV)/bin/molecule test
+
 integration: setup
 	$(PY) -m pytest -q tests/integration
 
 # The whole suite: lint, docs, unit, then integration on the real test bed (brought up and torn down).
 test: setup dev
-	$(MAKE) --no-print-directory lint docs sanity ansible-units changelog awx-check
+	$(MAKE) --no-print-directory lint docs sanity ansible-units changelog awx-check molecule
 	rc=0; $(PY) -m pytest -q -p no:cacheprovider tests/unit tests/integration || rc=$$?; \
 	  $(BED) down || rc=$$((rc ? rc : 1)); exit $$rc
 
