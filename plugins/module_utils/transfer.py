@@ -236,7 +236,9 @@ BACKUP_SUFFIX = ".hvresize-backup"
 
 def stream_digest(path):
     """sha256 of a disk's wire stream (its allocated, non-zero data), as the receiver checks it."""
-    *_, last = frames(path, os.stat(path).st_size)
+    last = b""
+    for frame in frames(path, os.stat(path).st_size):
+        last = frame
     return last[-64:].decode("ascii")
 
 

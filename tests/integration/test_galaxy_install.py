@@ -31,10 +31,11 @@ def test_built_collection_installs_and_runs_ad_hoc(bed, tmp_path):
 
     facts = subprocess.run([os.path.join(VENV_BIN, "ansible"), "hypervisors", "-i", bed.inventory,
                             "-m", "hypervisor.resize.virt_host_facts"],
-                           capture_output=True, text=True, cwd=str(tmp_path), env=e, timeout=120)
+                           capture_output=True, text=True, cwd=str(tmp_path), env=e, timeout=120, check=False)
     assert facts.returncode == 0, facts.stdout + facts.stderr
     assert str(cpath) in subprocess.run([os.path.join(VENV_BIN, "ansible-doc"), "hypervisor.resize.virt_resize_prep"],
-                                        capture_output=True, text=True, cwd=str(tmp_path), env=e).stdout
+                                        capture_output=True, text=True, cwd=str(tmp_path), env=e,
+                                        check=True).stdout
     results = [json.JSONDecoder().raw_decode(chunk)[0] for chunk in facts.stdout.split("=> ")[1:]]
     assert sorted(r["hypervisor"]["hostname"] for r in results) == ["hv1", "hv2", "hv3"]
     assert all(r["hypervisor"]["cpus"] >= 1 and r["hypervisor"]["libvirt_version"] for r in results)
