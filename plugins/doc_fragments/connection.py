@@ -29,3 +29,39 @@ options:
     type: path
     default: /var/lib/libvirt/hvresize
 """
+
+    # Paired with MIGRATION_ARGS in plugins/module_utils/common.py.
+    MIGRATION = r"""
+options:
+  instance:
+    description: Name of the libvirt domain being resized.
+    type: str
+    required: true
+  migration_id:
+    description: Id of the migration, as opened by M(hypervisor.resize.virt_resize_prep).
+    type: str
+    required: true
+"""
+
+    # Paired with AUTHORIZED_KEYS_ARGS in plugins/module_utils/common.py.
+    AUTHORIZED_KEYS = r"""
+options:
+  authorized_keys:
+    description:
+      - The authorized_keys file of root on this host, where the one-off transfer key of a migration
+        is authorized (prep) and from which it is removed (finish, revert, confirm).
+    type: path
+    default: /root/.ssh/authorized_keys
+"""
+
+    # Attributes every module of this collection shares.
+    ATTRIBUTES = r"""
+attributes:
+  action_group:
+    support: full
+    membership:
+      - hypervisor.resize.libvirt
+  platform:
+    support: full
+    platforms: posix
+"""

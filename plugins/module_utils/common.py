@@ -20,13 +20,26 @@ CONNECTION_ARGS = dict(
 STATE_DIR_ARGS = dict(
     state_dir=dict(type="path", default="/var/lib/libvirt/hvresize"),
 )
+# Paired with the doc fragment hypervisor.resize.connection.migration.
+MIGRATION_ARGS = dict(
+    instance=dict(type="str", required=True),
+    migration_id=dict(type="str", required=True),
+)
+# Paired with the doc fragment hypervisor.resize.connection.authorized_keys.
+AUTHORIZED_KEYS_ARGS = dict(
+    authorized_keys=dict(type="path", default="/root/.ssh/authorized_keys", no_log=False),
+)
 
 
 class ResizeModule(AnsibleModule):
-    def __init__(self, argument_spec, state_dir=False, **kwargs):
+    def __init__(self, argument_spec, state_dir=False, migration=False, authorized_keys=False, **kwargs):
         spec = dict(CONNECTION_ARGS)
         if state_dir:
             spec.update(STATE_DIR_ARGS)
+        if migration:
+            spec.update(MIGRATION_ARGS)
+        if authorized_keys:
+            spec.update(AUTHORIZED_KEYS_ARGS)
         spec.update(argument_spec)
         super().__init__(argument_spec=spec, **kwargs)
         if not HAS_LIBVIRT:

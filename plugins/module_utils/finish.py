@@ -52,6 +52,25 @@ def apply_flavor_disks(xml, flavor, owned):
     return done
 
 
+def define_and_start(c, params, xml, dom_rec, state_rec, name, host, unchanged):
+    """Define the domain with its record inside, note it in the state dir, start it if it was running."""
+    try:
+        # The record goes in with the definition: a domain of ours never exists without it.
+        dom = c.conn.defineXMLFlags(record_mod.embed(xml, dom_rec), libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
+    except libvirt.libvirtError as exc:
+        raise libvirt_error(exc, "libvirt refused the new domain XML", domain=name,
+                            hint="check the template; %s" % unchanged)
+    state_mod.write_record(params["state_dir"], state_rec)
+    checkpoint("define", domain=name, host=host)
+    if params["power_state"] == "running":
+        try:
+            dom.create()
+        except libvirt.libvirtError as exc:
+            raise libvirt_error(exc, "the resized domain was defined but did not start", domain=name)
+    checkpoint("start", domain=name, host=host)
+    return dom
+
+
 def finish(params, check_mode):
     name = check_domain_name(params["instance"])
     mid = state_mod.check_id(params["migration_id"])
@@ -103,20 +122,7 @@ def finish(params, check_mode):
         rec = record_mod.transition(rec, "migrating", "%d disk(s) received and verified" % len(got))
         rec = record_mod.transition(rec, "post-migrating", "root disk %s" % ("grown" if grown else "kept"))
         rec = record_mod.transition(rec, "finished", "defined on %s; waiting for confirm or revert" % host)
-        try:
-            # The record goes in with the definition: a domain of ours never exists without it.
-            dom = c.conn.defineXMLFlags(record_mod.embed(xml, rec), libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
-        except libvirt.libvirtError as exc:
-            raise libvirt_error(exc, "libvirt refused the new domain XML", domain=name,
-                                hint="check the template; nothing was defined")
-        state_mod.write_record(params["state_dir"], rec)
-        checkpoint("define", domain=name, host=host)
-        if params["power_state"] == "running":
-            try:
-                dom.create()
-            except libvirt.libvirtError as exc:
-                raise libvirt_error(exc, "the resized domain was defined but did not start", domain=name)
-        checkpoint("start", domain=name, host=host)
+        dom = define_and_start(c, params, xml, rec, rec, name, host, "nothing was defined")
         transfer.edit_authorized_keys(params["authorized_keys"], remove_id=mid)
         for leftover in ("receive.py", "allowed.json"):
             path = os.path.join(state_mod.migration_dir(params["state_dir"], mid), leftover)
@@ -158,19 +164,8 @@ def finish_in_place(params, check_mode, rec, name, mid, host):
         checkpoint("grow", domain=name, host=host)
         new = record_mod.transition(drec, "finished", "resized in place on %s; waiting for confirm or revert" % host)
         new["claim"] = rec.get("claim")
-        try:
-            dom = c.conn.defineXMLFlags(record_mod.embed(xml, new), libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
-        except libvirt.libvirtError as exc:
-            raise libvirt_error(exc, "libvirt refused the new domain XML", domain=name,
-                                hint="check the template; the original definition is unchanged")
-        state_mod.write_record(params["state_dir"], dict(rec, status="finished", history=new["history"]))
-        checkpoint("define", domain=name, host=host)
-        if params["power_state"] == "running":
-            try:
-                dom.create()
-            except libvirt.libvirtError as exc:
-                raise libvirt_error(exc, "the resized domain was defined but did not start", domain=name)
-        checkpoint("start", domain=name, host=host)
+        dom = define_and_start(c, params, xml, new, dict(rec, status="finished", history=new["history"]), name, host,
+                               "the original definition is unchanged")
         info = storage.image_info(root["path"]) if root else None
         result.update({"migration": get_record(dom), "state": state_of(dom), "root_disk": info,
                        "grown": grown, "disk_actions": disk_actions, "domain": summary(xml)})

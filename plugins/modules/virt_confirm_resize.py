@@ -23,38 +23,22 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.actiongroups
   - hypervisor.resize.connection
+  - hypervisor.resize.connection.attributes
+  - hypervisor.resize.connection.migration
+  - hypervisor.resize.connection.authorized_keys
   - hypervisor.resize.connection.state_dir
 options:
-  instance:
-    description: Name of the domain.
-    type: str
-    required: true
-  migration_id:
-    description: Id of the migration to confirm.
-    type: str
-    required: true
   side:
     description: Which end of the migration this host is.
     type: str
     choices: [source, destination]
     required: true
-  authorized_keys:
-    description: The authorized_keys file checked for a leftover transfer key (destination).
-    type: path
-    default: /root/.ssh/authorized_keys
 attributes:
   check_mode:
     support: full
     details: Returns the actions it would take.
   diff_mode:
     support: none
-  action_group:
-    support: full
-    membership:
-      - hypervisor.resize.libvirt
-  platform:
-    support: full
-    platforms: posix
 """
 
 EXAMPLES = r"""
@@ -94,12 +78,11 @@ from ansible_collections.hypervisor.resize.plugins.module_utils.settle import co
 def main():
     module = ResizeModule(
         argument_spec=dict(
-            instance=dict(type="str", required=True),
-            migration_id=dict(type="str", required=True),
             side=dict(type="str", required=True, choices=["source", "destination"]),
-            authorized_keys=dict(type="path", default="/root/.ssh/authorized_keys", no_log=False),
         ),
         state_dir=True,
+        migration=True,
+        authorized_keys=True,
         supports_check_mode=True,
     )
     step = confirm_source if module.params["side"] == "source" else confirm_destination

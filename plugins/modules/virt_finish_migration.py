@@ -24,16 +24,11 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.actiongroups
   - hypervisor.resize.connection
+  - hypervisor.resize.connection.attributes
+  - hypervisor.resize.connection.migration
+  - hypervisor.resize.connection.authorized_keys
   - hypervisor.resize.connection.state_dir
 options:
-  instance:
-    description: Name of the domain.
-    type: str
-    required: true
-  migration_id:
-    description: Id returned by M(hypervisor.resize.virt_resize_prep).
-    type: str
-    required: true
   domain_xml:
     description: The resized domain XML, rendered from the source domain and the new flavor.
     type: str
@@ -49,10 +44,6 @@ options:
     type: str
     choices: [running, shutoff]
     required: true
-  authorized_keys:
-    description: The authorized_keys file the one-off transfer key is removed from.
-    type: path
-    default: /root/.ssh/authorized_keys
 attributes:
   check_mode:
     support: full
@@ -60,13 +51,6 @@ attributes:
   diff_mode:
     support: full
     details: The domain XML before (none) and after.
-  action_group:
-    support: full
-    membership:
-      - hypervisor.resize.libvirt
-  platform:
-    support: full
-    platforms: posix
 """
 
 EXAMPLES = r"""
@@ -125,14 +109,13 @@ from ansible_collections.hypervisor.resize.plugins.module_utils.finish import fi
 def main():
     module = ResizeModule(
         argument_spec=dict(
-            instance=dict(type="str", required=True),
-            migration_id=dict(type="str", required=True),
             domain_xml=dict(type="str", required=True),
             source_xml=dict(type="str"),
             power_state=dict(type="str", required=True, choices=["running", "shutoff"]),
-            authorized_keys=dict(type="path", default="/root/.ssh/authorized_keys"),
         ),
         state_dir=True,
+        migration=True,
+        authorized_keys=True,
         supports_check_mode=True,
     )
     module.run(lambda m: finish(m.params, m.check_mode))

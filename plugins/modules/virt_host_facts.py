@@ -22,6 +22,7 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.actiongroups
   - hypervisor.resize.connection
+  - hypervisor.resize.connection.attributes
   - hypervisor.resize.connection.state_dir
 options:
   instance:
@@ -38,13 +39,6 @@ attributes:
     support: full
   diff_mode:
     support: none
-  action_group:
-    support: full
-    membership:
-      - hypervisor.resize.libvirt
-  platform:
-    support: full
-    platforms: posix
 notes:
   - Never changes anything; safe in check mode.
 """

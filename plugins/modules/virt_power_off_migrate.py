@@ -25,15 +25,9 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.actiongroups
   - hypervisor.resize.connection
+  - hypervisor.resize.connection.attributes
+  - hypervisor.resize.connection.migration
 options:
-  instance:
-    description: Name of the domain.
-    type: str
-    required: true
-  migration_id:
-    description: Id returned by M(hypervisor.resize.virt_resize_prep).
-    type: str
-    required: true
   same_host:
     description:
       - Resize in place (the destination is this host). Instead of a copy to another host, each disk
@@ -91,13 +85,6 @@ attributes:
     details: Reports the power state and the disks it would copy; touches nothing.
   diff_mode:
     support: none
-  action_group:
-    support: full
-    membership:
-      - hypervisor.resize.libvirt
-  platform:
-    support: full
-    platforms: posix
 """
 
 EXAMPLES = r"""
@@ -145,8 +132,6 @@ from ansible_collections.hypervisor.resize.plugins.module_utils.migrate import p
 def main():
     module = ResizeModule(
         argument_spec=dict(
-            instance=dict(type="str", required=True),
-            migration_id=dict(type="str", required=True),
             same_host=dict(type="bool", default=False),
             dest=dict(type="str"),
             dest_host=dict(type="str", required=True),
@@ -161,6 +146,7 @@ def main():
             shutdown_retry_interval=dict(type="int", default=10),
         ),
         required_if=[("same_host", False, ("dest", "dest_host_key", "transfer_private_key"))],
+        migration=True,
         supports_check_mode=True,
     )
     module.run(lambda m: power_off_migrate(m.params, m.check_mode))

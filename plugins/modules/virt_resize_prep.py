@@ -25,6 +25,8 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.actiongroups
   - hypervisor.resize.connection
+  - hypervisor.resize.connection.attributes
+  - hypervisor.resize.connection.authorized_keys
   - hypervisor.resize.connection.state_dir
 options:
   instance:
@@ -102,10 +104,6 @@ options:
         M(hypervisor.resize.virt_power_off_migrate) on the source.
     type: str
     required: true
-  authorized_keys:
-    description: The authorized_keys file of the receiving user (root) where the one-off key goes.
-    type: path
-    default: /root/.ssh/authorized_keys
   ssh_host_key:
     description: Public host key of this host's sshd, handed to the source so it can verify this host.
     type: path
@@ -116,13 +114,6 @@ attributes:
     details: Validates everything and returns the claim it would make; writes nothing.
   diff_mode:
     support: none
-  action_group:
-    support: full
-    membership:
-      - hypervisor.resize.libvirt
-  platform:
-    support: full
-    platforms: posix
 """
 
 EXAMPLES = r"""
@@ -191,10 +182,10 @@ def main():
             disk_allocation_ratio=dict(type="float"),
             reserved_host_memory_mb=dict(type="int"),
             transfer_public_key=dict(type="str", required=True),
-            authorized_keys=dict(type="path", default="/root/.ssh/authorized_keys", no_log=False),
             ssh_host_key=dict(type="path", default="/etc/ssh/ssh_host_ed25519_key.pub"),
         ),
         state_dir=True,
+        authorized_keys=True,
         supports_check_mode=True,
     )
     module.run(lambda m: prep(m.params, m.check_mode))
