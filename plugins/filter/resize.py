@@ -81,26 +81,13 @@ def resize_locate(results, instance):
     return {"host": host, "instance": inst}
 
 
-def resize_flavor(flavors, name):
-    """The flavor `name` from a mapping of flavors, checked and normalized."""
-    return lookup_flavor(flavors, name)
-
-
-def resize_plan_filter(instance, flavor):
-    return resize_plan(instance, flavor)
-
-
-def disks_bytes(instance):
-    return sum(int(d.get("allocation") or 0) for d in instance.get("disks", [])
-               if d.get("device") == "disk" and d.get("path") and not d.get("network") and not d.get("readonly"))
-
-
 def resize_schedule(results, source, instance, flavor, host_options=None, target_host=None,
                     allow_same_host=False, weights=None):
     """Filter and weigh hosts; returns {host, ranked, rejected: {host: [reasons]}}."""
     host_options = host_options or {}
     weights = dict({"ram": 1.0, "cpu": 0.0, "disk": 0.0}, **(weights or {}))
-    request = {"vcpus": flavor["vcpus"], "memory_mb": flavor["memory_mb"], "disk_bytes": disks_bytes(instance)}
+    disk_bytes = sum(int(d.get("allocation") or 0) for d in instance["copy_disks"])
+    request = {"vcpus": flavor["vcpus"], "memory_mb": flavor["memory_mb"], "disk_bytes": disk_bytes}
     src_facts = (_facts(results).get(source) or {}).get("hypervisor") or {}
     nics = instance.get("interfaces") or []
     rejected, passed = {}, []
@@ -249,8 +236,8 @@ class FilterModule:
     def filters(self):
         return {
             "resize_locate": _wrap(resize_locate),
-            "resize_flavor": _wrap(resize_flavor),
-            "resize_plan": _wrap(resize_plan_filter),
+            "resize_flavor": _wrap(lookup_flavor),
+            "resize_plan": _wrap(resize_plan),
             "resize_schedule": _wrap(resize_schedule),
             "resize_host_options": _wrap(resize_host_options),
             "resize_migration": _wrap(resize_migration),

@@ -105,11 +105,7 @@ def set_record(dom, rec):
     if dom.isActive():
         flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
     try:
-        if rec is None:
-            dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, None, None, RECORD_NS, flags)
-        else:
-            dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, record_mod.to_xml(rec), RECORD_PREFIX,
-                            RECORD_NS, flags)
+        dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, record_mod.to_xml(rec), RECORD_PREFIX, RECORD_NS, flags)
     except libvirt.libvirtError as exc:
         raise libvirt_error(exc, "cannot write the migration record", domain=dom.name())
 

@@ -169,28 +169,27 @@ def model_from_xml(xml):
     }
 
 
-def root_disk(model_or_disks):
-    """The disk the guest boots from: the first writable file-backed disk of device type disk."""
+def copy_disks(model_or_disks):
+    """The disks a resize moves (and backs up): writable, file-backed, of device type disk.
+
+    Network disks are never copied; read-only media (ISOs) must exist on every host instead.
+    """
     disks = model_or_disks["disks"] if isinstance(model_or_disks, dict) else model_or_disks
-    for disk in disks:
-        if disk["device"] == "disk" and not disk["readonly"] and disk["path"] and not disk["network"] \
-                and not disk.get("role"):
-            return disk
-    return None
+    return [d for d in disks if d["device"] == "disk" and d["path"] and not d["network"] and not d["readonly"]]
+
+
+def root_disk(model_or_disks):
+    """The disk the guest boots from: the first disk that moves and is neither ephemeral nor swap."""
+    return next((d for d in copy_disks(model_or_disks) if not d.get("role")), None)
 
 
 def role_disk(model_or_disks, role):
     """The ephemeral or swap disk, if the VM has one."""
-    disks = model_or_disks["disks"] if isinstance(model_or_disks, dict) else model_or_disks
-    for disk in disks:
-        if disk.get("role") == role and disk["path"] and not disk["network"] and not disk["readonly"]:
-            return disk
-    return None
+    return next((d for d in copy_disks(model_or_disks) if d.get("role") == role), None)
 
 
 def summary(xml):
     """Identity and size of a rendered domain XML, for checks before define."""
-    root = _parse(xml)
     model = model_from_xml(xml)
     return {
         "name": model["name"],
@@ -198,7 +197,7 @@ def summary(xml):
         "vcpus": model["vcpus"],
         "memory_mb": model["memory_mb"],
         "macs": sorted(i["mac"] for i in model["interfaces"] if i["mac"]),
-        "disks": [d["path"] for d in disks_from_root(root)],
+        "disks": [d["path"] for d in model["disks"]],
     }
 
 

@@ -15,7 +15,7 @@ except ImportError:  # pragma: no cover - ResizeModule reports lxml missing (mis
 from . import state as state_mod
 from . import storage
 from .connection import Connection, get_record, hostname, inactive_xml, libvirt, state_of
-from .domain import check_domain_name, model_from_xml, role_disk, root_disk
+from .domain import check_domain_name, copy_disks, model_from_xml, role_disk, root_disk
 from .errors import ResizeError
 
 RECORD_SUMMARY = ("id", "status", "source", "dest", "updated", "rolled_back")
@@ -52,6 +52,7 @@ def describe_instance(dom):
         "memory_mb": model["memory_mb"],
         "disks": disks,
         "root_disk": root,
+        "copy_disks": copy_disks(disks),
         "ephemeral_disk": role_disk(disks, "ephemeral"),
         "swap_disk": role_disk(disks, "swap"),
         "interfaces": model["interfaces"],

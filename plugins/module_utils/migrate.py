@@ -20,12 +20,6 @@ from .faults import checkpoint
 from .flavor import MOVABLE_STATES
 
 
-def disks_to_copy(instance):
-    """File-backed, writable disks; network disks are never copied; read-only media must be shared."""
-    return [d for d in instance["disks"]
-            if d["device"] == "disk" and d["path"] and not d["network"] and not d["readonly"]]
-
-
 def _known_hosts_line(dest, port, host_key):
     name = dest if int(port) == 22 else "[%s]:%d" % (dest, int(port))
     return "%s %s\n" % (name, host_key.strip())
@@ -51,7 +45,7 @@ def power_off_migrate(params, check_mode):
         if inst["state"] not in MOVABLE_STATES:
             raise ValidationError("the VM is %s; only a running or shut-off VM can be resized" % inst["state"],
                                   domain=name, host=host, hint="resume or repair it first")
-        disks = disks_to_copy(inst)
+        disks = inst["copy_disks"]
         if params.get("same_host"):
             for d in disks:
                 if os.path.lexists(d["path"] + transfer.BACKUP_SUFFIX):

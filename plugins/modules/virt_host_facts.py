@@ -91,6 +91,7 @@ instance:
     memory_mb: 128
     root_disk: {path: /var/lib/libvirt/images/web01.qcow2, format: qcow2, virtual_size: 1073741824, allocation: 2490368}
     disks: []
+    copy_disks: [{path: /var/lib/libvirt/images/web01.qcow2, format: qcow2, allocation: 2490368}]
     interfaces: [{type: bridge, mac: "52:54:00:12:34:56", source: {bridge: vmbr0}}]
     model: {}
     xml: "<domain type='qemu'>...</domain>"

@@ -14,8 +14,8 @@ def hv(cpus=2, memory_mb=4096, alloc_cpu=0, alloc_mem=0, disk=100 * GIB, bridges
     return d
 
 
-INSTANCE = {"name": "web01", "uuid": "u", "vcpus": 1, "memory_mb": 128,
-            "disks": [{"device": "disk", "path": "/i/web01.qcow2", "allocation": GIB, "readonly": False, "network": None}],
+DISKS = [{"device": "disk", "path": "/i/web01.qcow2", "allocation": GIB, "readonly": False, "network": None}]
+INSTANCE = {"name": "web01", "uuid": "u", "vcpus": 1, "memory_mb": 128, "disks": DISKS, "copy_disks": DISKS,
             "interfaces": [{"type": "bridge", "mac": "52:54:00:00:00:01", "source": {"bridge": "vmbr0"}}],
             "root_disk": {"virtual_size": GIB}}
 FLAVOR = {"name": "m1.small", "vcpus": 2, "memory_mb": 1024, "root_gb": 2}

@@ -34,6 +34,8 @@ def test_model_reads_size_identity_disks_and_nics(xml):
     assert m["interfaces"] == [{"type": "bridge", "mac": "52:54:00:12:34:56", "source": {"bridge": "vmbr0"}}]
     assert m["boot_files"] == ["/var/lib/libvirt/boot/hvr-guest.vmlinuz", "/var/lib/libvirt/boot/hvr-guest.initrd"]
     assert domain.root_disk(m)["path"] == "/var/lib/libvirt/images/web01.qcow2"
+    # Only writable file-backed disks move: not the rbd disk, not the ISO.
+    assert [d["target"] for d in domain.copy_disks(m)] == ["vda", "vdb"]
 
 
 def test_our_record_is_not_carried_into_the_model_but_other_metadata_is(xml):
