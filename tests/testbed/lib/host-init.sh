@@ -6,6 +6,7 @@
 set -euo pipefail
 name=$1   # hv1
 hdir=$2   # <state>/hosts/hv1
+shared=${3:-}  # <state>/shared, or empty: the shared instances dir this host mounts
 
 hostname "$name"
 mount -t tmpfs -o mode=0755,size=64m "hvr-$name-run" /run
@@ -16,6 +17,10 @@ chmod 0755 /run/sshd
 # the state dir) lives under /tmp or /root, as a CI clone may.
 mount --bind "$hdir" /run/hvr-host
 hdir=/run/hvr-host
+if [[ -n $shared ]]; then
+    mkdir -p /run/hvr-shared
+    mount --bind "$shared" /run/hvr-shared
+fi
 
 # per-host directory (under $hdir)  ->  path inside the host
 binds=(
@@ -35,6 +40,12 @@ for b in "${binds[@]}"; do
     if [[ -d $src ]]; then mkdir -p "$dst"; fi
     mount --bind "$src" "$dst"
 done
+
+# Shared storage last: it sits inside the per-host /var/lib/libvirt bound above.
+if [[ -n $shared ]]; then
+    mkdir -p /var/lib/libvirt/shared
+    mount --bind /run/hvr-shared /var/lib/libvirt/shared
+fi
 
 echo $$ >"$hdir/anchor.pid.new"
 mv "$hdir/anchor.pid.new" "$hdir/anchor.pid"
