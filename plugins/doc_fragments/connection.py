@@ -24,8 +24,9 @@ requirements:
 options:
   state_dir:
     description:
-      - Directory on the host where migration records, claims and the receive-only copy script
-        live while a migration is open. Must be the same for every module of one migration.
+      - Directory on the host where migration records, claims, the receive-only copy script and
+        (on the source) the progress of a running copy live while a migration is open. Must be
+        the same for every module of one migration.
     type: path
     default: /var/lib/libvirt/hvresize
 """

@@ -34,6 +34,35 @@ def _check_xml(xml, rec, name, host):
     return got
 
 
+def shared_disks(rec):
+    """Disks of the record that are on storage shared with the source: already here before the
+    copy, beside a marker the source acknowledged, with the source's backup beside them. Only then
+    may this host change them (the backup is what revert restores)."""
+    shared = []
+    for disk in rec.get("disks", []):
+        if not disk.get("present"):
+            continue
+        mark = transfer.read_marker(transfer.marker_path(disk["path"], rec["id"]))
+        if not mark or mark.get("migration") != rec["id"] or not mark.get("seen_by"):
+            continue
+        if not os.path.exists(disk["path"] + transfer.BACKUP_SUFFIX):
+            raise ValidationError("disk %s is on shared storage but its backup %s%s is missing; refusing to use it"
+                                  % (disk["path"], disk["path"], transfer.BACKUP_SUFFIX), host=hostname())
+        shared.append(disk["path"])
+    return shared
+
+
+def remove_markers(rec):
+    """Delete this migration's shared-storage markers (listed in the record, so only ours)."""
+    removed = []
+    for path in rec.get("markers") or []:
+        for p in (path, path + ".tmp"):
+            if os.path.lexists(p):
+                os.unlink(p)
+                removed.append(p)
+    return removed
+
+
 def apply_flavor_disks(xml, flavor, owned):
     """Grow the ephemeral disk to ephemeral_gb and recreate swap at swap_mb, for disks in `owned`
     (paths this migration may change). Returns what was done."""
@@ -105,21 +134,26 @@ def finish(params, check_mode):
                                   domain=name, host=host)
         _check_xml(xml, rec, name, host)
         got = {r["path"]: r for r in state_mod.received(params["state_dir"], mid)}
+        shared = shared_disks(rec)
         for disk in rec["disks"]:
+            if disk["path"] in shared:
+                continue
             if disk["path"] not in got or not os.path.exists(disk["path"]):
                 raise ValidationError("disk %s has not been received and verified here" % disk["path"],
                                       domain=name, host=host, hint="run virt_power_off_migrate on the source")
+        owned = set(got) | set(shared)
         root = root_disk(model_from_xml(xml))
         new_root = rec["new_flavor"]["root_gb"] * GIB
         result = {"changed": True, "diff": diff}
         if check_mode:
             return result
         grown = False
-        if root and root["path"] in got and new_root:
+        if root and root["path"] in owned and new_root:
             grown = storage.grow(root["path"], root["format"], new_root)
-        disk_actions = apply_flavor_disks(xml, rec["new_flavor"], set(got))
+        disk_actions = apply_flavor_disks(xml, rec["new_flavor"], owned)
         checkpoint("grow", domain=name, host=host)
-        rec = record_mod.transition(rec, "migrating", "%d disk(s) received and verified" % len(got))
+        rec = record_mod.transition(rec, "migrating", "%d disk(s) received and verified%s"
+                                    % (len(got), "; %d on shared storage" % len(shared) if shared else ""))
         rec = record_mod.transition(rec, "post-migrating", "root disk %s" % ("grown" if grown else "kept"))
         rec = record_mod.transition(rec, "finished", "defined on %s; waiting for confirm or revert" % host)
         dom = define_and_start(c, params, xml, rec, rec, name, host, "nothing was defined")
@@ -128,6 +162,7 @@ def finish(params, check_mode):
             path = os.path.join(state_mod.migration_dir(params["state_dir"], mid), leftover)
             if os.path.exists(path):
                 os.unlink(path)
+        remove_markers(rec)
         info = storage.image_info(root["path"]) if root else None
         result.update({"migration": get_record(dom), "state": state_of(dom), "root_disk": info,
                        "grown": grown, "disk_actions": disk_actions, "domain": summary(xml)})

@@ -29,6 +29,9 @@ def power_off_migrate(params, check_mode):
     name = check_domain_name(params["instance"])
     mid = state_mod.check_id(params["migration_id"])
     host = hostname()
+    if (params.get("bandwidth_limit") or 0) < 0:
+        raise ValidationError("bandwidth_limit must be 0 (no limit) or a positive number of MiB/s, got %d"
+                              % params["bandwidth_limit"], domain=name, host=host)
     with Connection(params["uri"]) as c:
         dom = c.find(name)
         if dom is None:
@@ -46,12 +49,12 @@ def power_off_migrate(params, check_mode):
             raise ValidationError("the VM is %s; only a running or shut-off VM can be resized" % inst["state"],
                                   domain=name, host=host, hint="resume or repair it first")
         disks = inst["copy_disks"]
-        if params.get("same_host"):
-            for d in disks:
-                if os.path.lexists(d["path"] + transfer.BACKUP_SUFFIX):
-                    raise ValidationError("a backup %s%s already exists" % (d["path"], transfer.BACKUP_SUFFIX),
-                                          domain=name, host=host,
-                                          hint="it is left from an earlier resize: confirm or revert that first")
+        same_host = bool(params.get("same_host"))
+        for d in disks:
+            if same_host and os.path.lexists(d["path"] + transfer.BACKUP_SUFFIX):
+                raise ValidationError("a backup %s%s already exists" % (d["path"], transfer.BACKUP_SUFFIX),
+                                      domain=name, host=host,
+                                      hint="it is left from an earlier resize: confirm or revert that first")
         plan = {"changed": True, "old_power_state": inst["state"],
                 "disks": [{"path": d["path"], "allocation": d.get("allocation"), "virtual_size": d.get("virtual_size")}
                           for d in disks]}
@@ -62,7 +65,7 @@ def power_off_migrate(params, check_mode):
                                     params.get("new_flavor"), migration_id=mid,
                                     note="claim made on %s" % params["dest_host"])
         rec["old_power_state"] = old_state
-        if params.get("same_host"):
+        if same_host:
             # Resize in place: the backup is a verified copy beside each disk, and the original
             # definition travels in the record, so that revert can restore both exactly.
             rec["same_host"] = True
@@ -70,26 +73,37 @@ def power_off_migrate(params, check_mode):
             # Name the backups before making them, so that a rollback finds even a half-made one
             # (the paths were checked free above: whatever is there later is ours).
             rec["disks"] = [{"path": d["path"], "backup": d["path"] + transfer.BACKUP_SUFFIX} for d in disks]
+        else:
+            rec["disks"] = plan_copy(disks, mid, name, host, params)
         rec = record_mod.transition(rec, "migrating", "powering off on %s" % host)
         set_record(dom, rec)
+        progress = transfer.Progress(state_mod.progress_path(params["state_dir"], mid),
+                                     [d for d, r in zip(disks, rec["disks"]) if not r.get("shared")],
+                                     every=1.0)
         try:
+            progress.set_phase("shutting down")
             stop = power_off(dom, timeout=params["shutdown_timeout"],
                              retry_interval=params["shutdown_retry_interval"])
-            rec = record_mod.transition(rec, "migrating", "stopped (%s, %.1fs); copying %d disk(s) to %s"
-                                        % (stop["method"], stop["seconds"], len(disks),
-                                           "backups on this host" if params.get("same_host") else params["dest"]))
+            shared = [r["path"] for r in rec["disks"] if r.get("shared")]
+            where = "backups on this host" if same_host else params["dest"]
+            rec = record_mod.transition(rec, "migrating", "stopped (%s, %.1fs); copying %d disk(s) to %s%s"
+                                        % (stop["method"], stop["seconds"], len(disks) - len(shared), where,
+                                           "; %d on shared storage (backup beside it)" % len(shared) if shared else ""))
             set_record(dom, rec)
             checkpoint("shutdown")
-            if params.get("same_host"):
+            if same_host:
+                progress.set_phase("backing up on this host")
                 copied = [transfer.local_copy(d["path"], d["path"] + transfer.BACKUP_SUFFIX) for d in disks]
             else:
-                copied = copy_disks(disks, params)
+                copied = copy_disks(disks, rec["disks"], params, progress)
             checkpoint("copy")
         except ResizeError as exc:
             rec = record_mod.transition(rec, "error", exc.msg)
             set_record(dom, rec)
             exc.domain, exc.host = exc.domain or name, exc.host or host
             raise
+        finally:
+            progress.close()
         rec["disks"] = copied
         rec = record_mod.transition(rec, "post-migrating", "%d disk(s) copied and verified" % len(copied))
         set_record(dom, rec)
@@ -97,18 +111,83 @@ def power_off_migrate(params, check_mode):
         return plan
 
 
-def copy_disks(disks, params):
+def _transfer_files(params):
+    """A private temp dir with the one-off key and the destination's pinned host key."""
     tmp = tempfile.mkdtemp(prefix="hvresize-xfer-")
+    key = os.path.join(tmp, "id")
+    fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(params["transfer_private_key"].strip() + "\n")
+    known = os.path.join(tmp, "known_hosts")
+    with open(known, "w") as fh:
+        fh.write(_known_hosts_line(params["dest"], params["dest_port"], params["dest_host_key"]))
+    return tmp, key, known
+
+
+def _argv(params, key, known, compress=False):
+    return transfer.ssh_argv(params["dest"], params["dest_port"], key, known, user=params["transfer_user"],
+                             cipher=params["ssh_cipher"] or None, compress=compress)
+
+
+def plan_copy(disks, mid, name, host, params):
+    """Before the VM is touched: which disks sit on storage shared with the destination (its
+    marker is here), and whether the destination can take the rest. Returns the record's disks."""
+    entries = []
+    for d in disks:
+        if transfer.ack_marker(d["path"], mid, host):
+            backup = d["path"] + transfer.BACKUP_SUFFIX
+            if os.path.lexists(backup):
+                raise ValidationError("a backup %s already exists" % backup, domain=name, host=host,
+                                      hint="it is left from an earlier resize: confirm or revert that first")
+            entries.append({"path": d["path"], "shared": True, "backup": backup})
+        else:
+            entries.append({"path": d["path"]})
+    to_send = [d for d, e in zip(disks, entries) if not e.get("shared")]
+    if not to_send:
+        return entries
+    tmp, key, known = _transfer_files(params)
     try:
-        key = os.path.join(tmp, "id")
-        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(params["transfer_private_key"].strip() + "\n")
-        known = os.path.join(tmp, "known_hosts")
-        with open(known, "w") as fh:
-            fh.write(_known_hosts_line(params["dest"], params["dest_port"], params["dest_host_key"]))
-        argv = transfer.ssh_argv(params["dest"], params["dest_port"], key, known, user=params["transfer_user"],
-                                 cipher=params["ssh_cipher"] or None)
-        return [transfer.send(d["path"], argv) for d in disks]
+        reply = transfer.preflight(_argv(params, key, known), [d["path"] for d in to_send])
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if reply.get("present"):
+        raise ValidationError("disk(s) %s already exist on %s, and their directory is not storage shared with "
+                              "this host; they would be overwritten"
+                              % (", ".join(reply["present"]), params["dest_host"]),
+                              domain=name, host=host,
+                              hint="remove the stale files on the destination if they are leftovers, or "
+                                   "choose another destination")
+    need = {}
+    for d in to_send:
+        need[os.path.dirname(d["path"])] = need.get(os.path.dirname(d["path"]), 0) + int(d.get("allocation") or 0)
+    short = ["%s needs %d bytes, %d free" % (k, v, reply["free_bytes"].get(k, 0)) for k, v in sorted(need.items())
+             if v > reply["free_bytes"].get(k, 0)]
+    if short:
+        raise ValidationError("not enough space on %s: %s" % (params["dest_host"], "; ".join(short)),
+                              domain=name, host=host)
+    return entries
+
+
+def copy_disks(disks, entries, params, progress):
+    """Send every disk not on shared storage; back up the shared ones beside themselves."""
+    limit = int(params.get("bandwidth_limit") or 0) * 1024 * 1024
+    tmp, key, known = _transfer_files(params)
+    try:
+        progress.set_phase("copying")
+        out = []
+        for d, entry in zip(disks, entries):
+            if entry.get("shared"):
+                progress.set_phase("backing up on shared storage", disk=d["path"])
+                done = transfer.local_copy(d["path"], entry["backup"])
+                done["shared"] = True
+                progress.set_phase("copying")
+            else:
+                progress.next_disk(d["path"])
+                compress = bool(params.get("compress")) and d.get("format") == "raw"
+                done = transfer.send(d["path"], _argv(params, key, known, compress), progress=progress.update,
+                                     bandwidth_limit=limit)
+                done["compressed"] = compress
+            out.append(done)
+        return out
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

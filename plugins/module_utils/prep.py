@@ -21,7 +21,10 @@ from .flavor import GIB, capacity_reasons, normalize_flavor
 
 
 def _check_disks(disks, name, host):
-    paths = []
+    """Returns (paths, present): the disks' paths, and those that exist here already. A present
+    disk is either on storage shared with the source (the source will find this migration's
+    marker beside it) or a stale file (the source refuses the resize before it powers off)."""
+    paths, present = [], []
     for disk in disks:
         path = disk.get("path")
         if not path or not os.path.isabs(path) or os.path.normpath(path) != path:
@@ -30,17 +33,15 @@ def _check_disks(disks, name, host):
             raise ValidationError("disk %s has a backing file (%s); images with backing chains are not "
                                   "supported yet" % (path, disk["backing_file"]), domain=name, host=host,
                                   hint="flatten it first: qemu-img convert or virsh blockpull")
-        if os.path.lexists(path):
-            raise ValidationError("disk %s already exists on the destination; it would be overwritten" % path,
-                                  domain=name, host=host,
-                                  hint="remove the stale file if it is a leftover, or choose another destination")
         if not os.path.isdir(os.path.dirname(path)):
             raise ValidationError("the storage path %s that disk %s needs does not exist on the destination"
                                   % (os.path.dirname(path), path), domain=name, host=host)
+        if os.path.lexists(path):
+            present.append(path)
         paths.append(path)
     if len(set(paths)) != len(paths):
         raise ValidationError("the same disk path is listed twice", domain=name, host=host)
-    return paths
+    return paths, present
 
 
 def _check_backups(disks, name, host):
@@ -110,10 +111,14 @@ def prep(params, check_mode):
                 raise ValidationError("migration %s of this VM is still open here (status %s)"
                                       % (rec["id"], rec["status"]), domain=name, host=host,
                                       hint="confirm or revert it first")
-        paths = _check_backups(disks, name, host) if same_host else _check_disks(disks, name, host)
+        if same_host:
+            paths, present = _check_backups(disks, name, host), []
+        else:
+            paths, present = _check_disks(disks, name, host)
         _check_shared_files(params["shared_files"], name, host)
         _check_networks(params["interfaces"], hv, name, host)
-        disk_bytes = sum(int(d.get("allocation") or 0) for d in disks)
+        # Disks already here (shared storage) take no new space.
+        disk_bytes = sum(int(d.get("allocation") or 0) for d in disks if d.get("path") not in present)
         root_growth = max(flavor["root_gb"] * GIB - int((disks[0] if disks else {}).get("virtual_size") or 0), 0)
         request = {"vcpus": flavor["vcpus"], "memory_mb": flavor["memory_mb"], "disk_bytes": disk_bytes}
         if same_host:
@@ -139,8 +144,9 @@ def prep(params, check_mode):
         rec["claim"] = dict(request, root_growth_bytes=root_growth)
         if same_host:
             rec["same_host"] = True
-        rec["disks"] = [{"path": p} for p in paths]
+        rec["disks"] = [dict({"path": p}, **({"present": True} if p in present else {})) for p in paths]
         result = {"changed": True, "migration_id": rec["id"], "migration": rec, "claim": rec["claim"],
+                  "present": present,
                   "destination": {"hostname": host, "free_disk_bytes": hv["free_disk_bytes"]},
                   "transfer": {"user": "root", "host_key": host_key}}
         if check_mode:
@@ -151,8 +157,15 @@ def prep(params, check_mode):
             checkpoint("claim", domain=name, host=host)
             return result
         mdir = state_mod.migration_dir(params["state_dir"], rec["id"])
+        # The receiver may write only disks that are not here yet.
         state_mod.write_file(params["state_dir"], rec["id"], "allowed.json",
-                             json.dumps(paths))
+                             json.dumps([p for p in paths if p not in present]))
+        # One marker per disk directory: the source finds it there if the directory is shared.
+        rec["markers"] = []
+        for directory in sorted(set(os.path.dirname(p) for p in paths)):
+            rec["markers"].append(transfer.marker_path(os.path.join(directory, "x"), rec["id"]))
+            state_mod.write_record(params["state_dir"], rec)  # named before made: revert finds it
+            transfer.make_marker(directory, rec["id"], host)
         state_mod.write_file(params["state_dir"], rec["id"], "receive.py", transfer.RECEIVER, 0o700)
         transfer.edit_authorized_keys(params["authorized_keys"],
                                       add=transfer.authorized_line(params["transfer_public_key"], mdir, rec["id"]))

@@ -19,6 +19,7 @@ from . import transfer
 from .connection import Connection, get_record, hostname, libvirt, libvirt_error, set_record, state_of
 from .domain import check_domain_name
 from .errors import ValidationError
+from .finish import remove_markers
 
 
 def _move(rec, status, note):
@@ -69,6 +70,13 @@ def revert_destination(params, check_mode):
                 actions.append("delete %s" % path)
                 if not check_mode:
                     os.unlink(path)
+        # Disks on shared storage are never deleted here: they are the source's disks (revert_source
+        # puts its backup back over them). Only our markers go.
+        for path in (srec or {}).get("markers") or []:
+            if os.path.lexists(path):
+                actions.append("delete marker %s" % path)
+        if not check_mode:
+            remove_markers(srec or {})
         if transfer.has_key(params["authorized_keys"], mid):
             actions.append("revoke transfer key")
             if not check_mode:
@@ -144,12 +152,29 @@ def revert_source(params, check_mode):
         if rec["status"] == "confirmed":
             raise ValidationError("migration %s was confirmed; it cannot be reverted" % mid, domain=name, host=host)
         final = "error" if params.get("rollback") else "reverted"
+        # Shared storage: the destination may have grown and used the very same disk; its backup,
+        # taken while the VM was off, goes back over it (the backup exists only once complete).
+        restore = [d for d in rec.get("disks", []) if d.get("shared") and os.path.exists(d.get("backup") or "")]
+        parts = [d["backup"] + ".hvresize-part" for d in rec.get("disks", [])
+                 if d.get("shared") and os.path.lexists((d.get("backup") or "") + ".hvresize-part")]
+        if restore and dom.isActive():
+            raise ValidationError("the source domain is running; refusing to restore its shared disks under it",
+                                  domain=name, host=host)
+        actions += ["restore %s from %s" % (d["path"], d["backup"]) for d in restore]
+        actions += ["delete %s" % p for p in parts]
         if rec["status"] != final or (params.get("rollback") and not rec.get("rolled_back")):
             actions.append("record %s" % final)
         if old_state == "running" and not dom.isActive():
             actions.append("start %s" % name)
         if check_mode or not actions:
             return {"changed": bool(actions), "actions": actions, "state": state_of(dom), "host": host}
+        for d in restore:
+            os.replace(d["backup"], d["path"])
+        for p in parts:
+            os.unlink(p)
+        if restore:
+            rec = dict(rec, disks=[dict(d, backup=None, restored=True) if d in restore else d
+                                   for d in rec.get("disks", [])])
         note = params.get("reason") or "reverted"
         if params.get("rollback"):
             # The failed resize is undone: the record keeps the error and says the VM is back as it was.
@@ -189,6 +214,8 @@ def confirm_destination(params, check_mode):
         rec = record_mod.transition(rec, "confirmed", "source cleaned up; claim released")
         rec.pop("original_xml", None)
         set_record(dom, rec)
+        srec = state_mod.read_record(params["state_dir"], mid)
+        remove_markers(srec or {})
         state_mod.remove(params["state_dir"], mid)
         transfer.edit_authorized_keys(params["authorized_keys"], remove_id=mid)
         return {"changed": True, "migration": rec, "actions": ["record confirmed", "release claim"]}
@@ -223,7 +250,9 @@ def confirm_source(params, check_mode):
         if dom.isActive():
             raise ValidationError("the source domain is running; refusing to delete it", domain=name, host=host,
                                   hint="shut it off, or revert the resize")
-        paths = [d["path"] for d in rec.get("disks", [])]
+        # A disk on shared storage is the one the destination now uses: only its backup goes.
+        paths = [d["backup"] if d.get("shared") else d["path"] for d in rec.get("disks", [])]
+        paths = [p for p in paths if p]
         actions = ["undefine %s" % name] + ["delete %s" % p for p in paths if os.path.exists(p)]
         if check_mode:
             return {"changed": True, "actions": actions}

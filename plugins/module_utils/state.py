@@ -31,6 +31,11 @@ def check_id(migration_id):
     return migration_id
 
 
+def progress_path(state_dir, migration_id):
+    """Where the source records a running copy's progress (removed when the copy ends)."""
+    return os.path.join(state_dir, "progress", check_id(migration_id) + ".json")
+
+
 def migration_dir(state_dir, migration_id):
     return os.path.join(state_dir, "migrations", check_id(migration_id))
 

@@ -11,7 +11,18 @@ key; the receiver writes them sparsely to `<path>.hvresize-part`, checks the sha
 then renames. The key is revoked when the
 migration finishes, reverts or fails.
 
+Before the source powers the VM off it runs a check session over the same key (op "check"): it
+proves the ssh path, the pinned host key and the key work, and asks which destination paths exist
+already and how much space is free, so that a bad destination is refused while the VM still runs.
+
+Shared storage: virt_resize_prep leaves a marker `.hvresize-shared-<id>` in each disk directory on
+the destination; the source looks for it in the same directory. Found (with this migration's id):
+the directory is the same storage on both hosts, so the disk is not sent; the source writes its
+acknowledgement into the marker, which the destination reads back before it uses the disk.
+
 Wire format, one ssh session per disk:
+  check:  one JSON line {"v": 1, "op": "check", "paths": [...]}; reply {"ok": true, "present": [...],
+          "free_bytes": N}
   header: one JSON line {"v": 1, "path": ..., "size": ...}
   frames: 16-byte big-endian (offset, length) then `length` bytes; the end frame has offset 2**64-1
           and length 0, followed by the 64-hex-char sha256 of all frames (headers and data).
@@ -57,12 +68,29 @@ def read_exact(stream, n):
         buf += chunk
     return bytes(buf)
 
+def check(header, allowed):
+    paths = header.get("paths") or []
+    bad = [p for p in paths if p not in allowed]
+    if bad:
+        reply({"ok": False, "error": "path(s) %s are not part of this migration" % ", ".join(bad)}, 3)
+    present = [p for p in paths if os.path.lexists(p)]
+    free = {}
+    for p in paths:
+        try:
+            st = os.statvfs(os.path.dirname(p))
+        except OSError as exc:
+            reply({"ok": False, "error": "directory of %s: %s" % (p, exc)}, 3)
+        free[os.path.dirname(p)] = st.f_bavail * st.f_frsize
+    reply({"ok": True, "present": present, "free_bytes": free}, 0)
+
 def main():
     mdir = sys.argv[1]
     stream = sys.stdin.buffer
     header = json.loads(stream.readline().decode("utf-8"))
     with open(os.path.join(mdir, "allowed.json")) as fh:
         allowed = json.load(fh)
+    if header.get("op") == "check":
+        check(header, allowed)
     path = header["path"]
     if path not in allowed:
         reply({"ok": False, "error": "path %s is not part of this migration" % path}, 3)
@@ -181,22 +209,48 @@ def frames(path, size, chunk=CHUNK):
     yield tail + digest.hexdigest().encode("ascii")
 
 
-def send(path, argv, progress=None, dest_path=None):
+class Throttle:
+    """Keep the average rate at or under `limit` bytes per second (0: no limit). Clock injectable."""
+
+    def __init__(self, limit, clock=time.monotonic, sleep=time.sleep):
+        self.limit, self.clock, self.sleep = int(limit or 0), clock, sleep
+        self.started = clock()
+        self.done = 0
+
+    def __call__(self, nbytes):
+        self.done += nbytes
+        if self.limit <= 0:
+            return 0.0
+        ahead = self.done / float(self.limit) - (self.clock() - self.started)
+        if ahead > 0:
+            self.sleep(ahead)
+            return ahead
+        return 0.0
+
+
+def send(path, argv, progress=None, dest_path=None, bandwidth_limit=0):
     """Stream one disk into `argv` (ssh ... or a local receiver); returns the receiver's reply.
 
     dest_path: where the receiver writes it (default: the same path, as on every hypervisor).
+    progress: called with the bytes of disk data sent so far, after every frame.
+    bandwidth_limit: bytes per second on the wire, on average (0: as fast as it goes).
     """
     size = os.stat(path).st_size
     started = time.monotonic()
+    throttle = Throttle(bandwidth_limit)
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     sent = 0
+    data = 0
     try:
         proc.stdin.write((json.dumps({"v": 1, "path": dest_path or path, "size": size}) + "\n").encode("utf-8"))
         for frame in frames(path, size):
             proc.stdin.write(frame)
             sent += len(frame)
+            if FRAME.unpack_from(frame)[0] != END:
+                data += len(frame) - FRAME.size
+            throttle(len(frame))
             if progress is not None:
-                progress(sent)
+                progress(data)
     except BrokenPipeError:
         pass  # the receiver stopped reading; its reply says why
     finally:
@@ -221,14 +275,146 @@ def send(path, argv, progress=None, dest_path=None):
     return reply
 
 
-def ssh_argv(dest, port, key_file, known_hosts_file, user="root", cipher="aes128-gcm@openssh.com"):
+def preflight(argv, paths):
+    """Ask the destination's receiver which of `paths` exist and how much room there is.
+
+    Run before the VM is powered off: a broken ssh path, a wrong host key or a stale file on the
+    destination then fails the resize while the VM still runs."""
+    try:
+        proc = subprocess.run(argv, input=(json.dumps({"v": 1, "op": "check", "paths": paths}) + "\n").encode(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise TransferError("cannot reach the destination's receiver: %s" % exc)
+    reply = None
+    for line in proc.stdout.decode("utf-8", "replace").splitlines():
+        if line.startswith("{"):
+            reply = json.loads(line)
+    if proc.returncode != 0 or not reply or not reply.get("ok"):
+        reason = (reply or {}).get("error") or proc.stderr.decode("utf-8", "replace").strip() or "no reply"
+        raise TransferError("the destination refused the copy check: %s" % reason,
+                            hint="the ssh path to the destination, its host key and the one-off key must work",
+                            details={"rc": proc.returncode})
+    return reply
+
+
+def ssh_argv(dest, port, key_file, known_hosts_file, user="root", cipher="aes128-gcm@openssh.com",
+             compress=False):
     argv = ["ssh", "-T", "-i", key_file, "-p", str(port),
             "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=yes",
             "-o", "UserKnownHostsFile=%s" % known_hosts_file, "-o", "GlobalKnownHostsFile=/dev/null",
-            "-o", "ConnectTimeout=15", "-o", "ServerAliveInterval=15"]
+            "-o", "ConnectTimeout=15", "-o", "ServerAliveInterval=15",
+            "-o", "Compression=%s" % ("yes" if compress else "no")]
     if cipher:
         argv += ["-c", cipher]
     return argv + ["%s@%s" % (user, dest), "receive"]
+
+
+class Progress:
+    """The copy's progress as a small JSON file, rewritten at most every `every` seconds, for the
+    role's wait task (virt_migrate_wait) to read while the copy runs. Removed by close()."""
+
+    def __init__(self, path, disks, every=1.0, clock=time.monotonic, wall=time.time):
+        self.path, self.every, self.clock, self.wall = path, every, clock, wall
+        self.total = sum(int(d.get("allocation") or 0) for d in disks)
+        self.disks = len(disks)
+        self.started = clock()
+        self.base = 0      # data bytes of the disks already done
+        self.current = 0   # data bytes of the disk in flight
+        self.index = 0
+        self.disk = None
+        self.phase = "starting"
+        self.copying = False
+        self.last = None
+        if path:
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+
+    def state(self):
+        done = self.base + self.current
+        elapsed = max(self.clock() - self.started, 1e-6)
+        rate = done / elapsed if self.phase == "copying" else 0.0
+        total = max(self.total, done)
+        eta = (total - done) / rate if rate > 0 else None
+        return {"phase": self.phase, "disk": self.disk, "disk_index": self.index, "disks": self.disks,
+                "bytes_done": done, "bytes_total": total,
+                "percent": round(100.0 * done / total, 1) if total else 100.0,
+                "rate_bytes_per_s": int(rate), "eta_seconds": None if eta is None else round(eta, 1),
+                "elapsed_seconds": round(elapsed, 1), "updated": self.wall()}
+
+    def write(self, force=False):
+        now = self.clock()
+        if not self.path or (not force and self.last is not None and now - self.last < self.every):
+            return
+        self.last = now
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as fh:
+            json.dump(self.state(), fh)
+        os.replace(tmp, self.path)
+
+    def set_phase(self, phase, disk=None):
+        if phase == "copying" and not self.copying:
+            self.copying = True
+            self.started = self.clock()  # the rate counts copy time, not the shutdown
+        self.phase = phase
+        if disk is not None:
+            self.disk = disk
+        self.write(force=True)
+
+    def next_disk(self, path):
+        self.base += self.current
+        self.current = 0
+        self.index += 1
+        self.disk = path
+        self.write(force=True)
+
+    def update(self, data_bytes):
+        self.current = data_bytes
+        self.write()
+
+    def close(self):
+        if self.path:
+            for p in (self.path, self.path + ".tmp"):
+                if os.path.exists(p):
+                    os.unlink(p)
+
+
+SHARED_MARKER = ".hvresize-shared-"
+
+
+def marker_path(disk_path, migration_id):
+    return os.path.join(os.path.dirname(disk_path), SHARED_MARKER + migration_id)
+
+
+def make_marker(directory, migration_id, host):
+    """Destination side: leave this migration's marker in a disk directory (never overwrites)."""
+    path = os.path.join(directory, SHARED_MARKER + migration_id)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump({"migration": migration_id, "made_by": host}, fh)
+    return path
+
+
+def read_marker(path):
+    try:
+        with open(path) as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return None
+
+
+def ack_marker(disk_path, migration_id, host):
+    """Source side: True if the directory of `disk_path` holds this migration's marker, i.e. it is
+    the destination's storage too; the acknowledgement goes into the marker for the destination."""
+    path = marker_path(disk_path, migration_id)
+    mark = read_marker(path)
+    if not mark or mark.get("migration") != migration_id:
+        return False
+    if mark.get("seen_by") != host:
+        mark["seen_by"] = host
+        tmp = path + ".tmp"
+        with open(tmp, "w") as fh:
+            json.dump(mark, fh)
+        os.replace(tmp, path)
+    return True
 
 
 BACKUP_SUFFIX = ".hvresize-backup"

@@ -15,9 +15,20 @@ description:
   - Writes the migration record into the domain's metadata (status C(migrating)), asks the guest to
     shut down through ACPI, polls every second, repeats the request every O(shutdown_retry_interval)
     seconds and stops the VM hard after O(shutdown_timeout) seconds.
-  - Copies every writable file-backed disk directly to the destination over ssh with the one-off
-    key from M(hypervisor.resize.virt_resize_prep). Only allocated, non-zero data crosses the wire,
-    holes stay holes, and the destination checks the stream's sha256 before it keeps the file.
+  - Before it touches the VM, checks over the one-off key from M(hypervisor.resize.virt_resize_prep)
+    that the destination's sshd answers with the pinned host key, that no disk path exists there
+    already and that there is room; a failure here leaves the VM running and untouched.
+  - Copies every writable file-backed disk directly to the destination over ssh with that key.
+    Only allocated, non-zero data crosses the wire, holes stay holes, and the destination checks the
+    stream's sha256 before it keeps the file. Network-backed disks (C(<source protocol=...>)) and
+    read-only media are never copied.
+  - Shared storage is detected, not configured. A disk whose directory holds the marker that
+    M(hypervisor.resize.virt_resize_prep) left on the destination is on storage both hosts see. It
+    is not sent; instead a verified sparse backup is made beside it (C(<disk>.hvresize-backup)), so
+    that revert stays byte-identical while the destination grows and uses the disk (as Nova does).
+  - While it copies it rewrites C(<state_dir>/progress/<migration_id>.json) every second (bytes
+    done, percent, rate, ETA); run it with C(async) and M(hypervisor.resize.virt_migrate_wait) to
+    show that progress. The file is removed when the step ends.
   - The source disks and definition are not modified; they are the backup until the resize is
     confirmed. On failure the record says C(error); revert with M(hypervisor.resize.virt_revert_resize).
 author: hypervisor.resize maintainers (@hypervisor-resize)
@@ -27,6 +38,7 @@ extends_documentation_fragment:
   - hypervisor.resize.connection
   - hypervisor.resize.connection.attributes
   - hypervisor.resize.connection.migration
+  - hypervisor.resize.connection.state_dir
 options:
   same_host:
     description:
@@ -65,6 +77,17 @@ options:
     description: ssh cipher for the copy; the empty string leaves it to ssh.
     type: str
     default: aes128-gcm@openssh.com
+  bandwidth_limit:
+    description:
+      - Average rate limit of the copy in MiB/s on the wire, per disk stream; C(0) means no limit.
+    type: int
+    default: 0
+  compress:
+    description:
+      - Compress the ssh stream of B(raw) disks (ssh C(Compression=yes)). Helps on slow links with
+        compressible data; costs CPU and slows a fast link. qcow2 disks are never compressed.
+    type: bool
+    default: false
   old_flavor:
     description: The VM's current size, for the record.
     type: dict
@@ -111,7 +134,9 @@ shutdown:
   type: dict
   sample: {method: graceful, seconds: 1.6}
 disks:
-  description: Each disk copied, with bytes of data, bytes on the wire, seconds and sha256 of the stream.
+  description:
+    - Each disk copied, with bytes of data, bytes on the wire, seconds and sha256 of the stream.
+    - A disk on shared storage has C(shared=true) and the path of its C(backup) instead.
   returned: always
   type: list
   elements: dict
@@ -140,6 +165,8 @@ def main():
             transfer_user=dict(type="str", default="root"),
             transfer_private_key=dict(type="str", no_log=True),
             ssh_cipher=dict(type="str", default="aes128-gcm@openssh.com"),
+            bandwidth_limit=dict(type="int", default=0),
+            compress=dict(type="bool", default=False),
             old_flavor=dict(type="dict"),
             new_flavor=dict(type="dict"),
             shutdown_timeout=dict(type="int", default=60),
@@ -147,6 +174,7 @@ def main():
         ),
         required_if=[("same_host", False, ("dest", "dest_host_key", "transfer_private_key"))],
         migration=True,
+        state_dir=True,
         supports_check_mode=True,
     )
     module.run(lambda m: power_off_migrate(m.params, m.check_mode))

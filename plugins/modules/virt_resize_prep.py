@@ -11,8 +11,8 @@ short_description: Validate a resize on the destination hypervisor, claim resour
 version_added: 0.1.0
 description:
   - First step of a cold resize, run on the B(destination) hypervisor (Nova's C(prep_resize)).
-  - Refuses, changing nothing, when the VM is already defined here, a disk file would be
-    overwritten, a storage path, bridge, libvirt network or shared boot file is missing, another
+  - Refuses, changing nothing, when the VM is already defined here, a storage path, bridge,
+    libvirt network or shared boot file is missing, another
     migration of the VM is open here, or the host lacks vCPUs, memory or disk for the new flavor
     (allocation ratios and reserved memory as Nova counts them, outstanding claims included).
   - Otherwise, under a lock on O(state_dir) so that concurrent resizes cannot overbook the host,
@@ -20,6 +20,11 @@ description:
     one-off O(transfer_public_key) for root with a forced command that can do nothing but receive
     this migration's disks into their listed paths. The key is revoked when the migration
     finishes or is reverted. The private half never comes here.
+  - Disk paths that exist here already are not refused yet. They are either on storage shared
+    with the source, or stale files. It leaves a marker C(.hvresize-shared-<migration_id>) in
+    each disk directory; M(hypervisor.resize.virt_power_off_migrate) finds it on the source only
+    if the directory is shared, and otherwise refuses the stale files before the VM is touched.
+    Disks already here count for no new disk space in the claim.
 author: hypervisor.resize maintainers (@hypervisor-resize)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
@@ -145,6 +150,12 @@ claim:
   returned: always
   type: dict
   sample: {vcpus: 2, memory_mb: 256, disk_bytes: 2490368, root_growth_bytes: 1073741824}
+present:
+  description: Disk paths that exist here already (shared storage with the source, or stale files).
+  returned: always
+  type: list
+  elements: str
+  sample: [/var/lib/libvirt/shared/web01.qcow2]
 destination:
   description: This host's name and free disk space.
   returned: always

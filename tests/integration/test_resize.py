@@ -138,14 +138,17 @@ STEP_TASKS = {
 }
 
 
-def _rolled_back(bed, vm, proc, task, dest="hv2"):
+def _rolled_back(bed, vm, proc, task, dest="hv2", touched=True):
+    """touched: the failure came after the source record was written (so after the checks that
+    run before the power-off); otherwise the VM must not have been touched at all."""
     assert proc.returncode != 0
     assert 'failed at "%s' % task in proc.stdout
-    assert "Rolled back: the VM is on hv1 with its original size and disks" in proc.stdout
     rec = record(bed, "hv1", vm)
-    if task == STEP_TASKS["claim"]:
+    if not touched:
+        assert "The VM was not touched; what was prepared on %s was removed." % dest in proc.stdout
         assert rec is None  # the source was never touched
     else:
+        assert "Rolled back: the VM is on hv1 with its original size and disks" in proc.stdout
         assert rec["status"] == "error" and rec["rolled_back"] is True
         assert "rollback after failure in: %s" % task in rec["history"][-2]["note"]
     nothing_left_on(bed, dest, vm)
@@ -155,7 +158,7 @@ def _rolled_back(bed, vm, proc, task, dest="hv2"):
 def test_failure_at_each_step_rolls_back_a_running_vm(bed, guest, step):
     vm = guest("it-fail-" + step, vcpus=1, memory_mb=128, disk_gb=1)
     proc = playbook(bed, "resize.yml", instance=vm, flavor="m1.small", target_host="hv2", resize_test_fail_at=step)
-    _rolled_back(bed, vm, proc, STEP_TASKS[step])
+    _rolled_back(bed, vm, proc, STEP_TASKS[step], touched=step != "claim")
     assert where(bed, vm) == {"hv1": "running"}
     got = report(bed, vm, "hv1")
     # Original size; the original disk (its counter was 1) booted again unless it was never stopped.
@@ -176,18 +179,19 @@ def test_failure_keeps_a_shut_off_vm_off_with_identical_disks(bed, guest, step):
     assert sha256(bed, "hv1", IMG % vm) == before
 
 
-@pytest.mark.parametrize("inject,extra,task", [
-    ("cipher", {"resize_ssh_cipher": "no-such-cipher"}, "Power off on the source and copy"),
+@pytest.mark.parametrize("inject,extra,task,touched", [
+    # A broken ssh path is found by the check before the power-off: the VM keeps running untouched.
+    ("cipher", {"resize_ssh_cipher": "no-such-cipher"}, "Power off on the source and copy", False),
     ("template", {"resize_domain_template": "{{ playbook_dir }}/../tests/integration/files/broken-domain.xml.j2"},
-     "Grow the disks, define"),
+     "Grow the disks, define", True),
 ])
-def test_real_failures_roll_back(bed, guest, inject, extra, task):
+def test_real_failures_roll_back(bed, guest, inject, extra, task, touched):
     vm = guest("it-real-" + inject, vcpus=1, memory_mb=128, disk_gb=1)
     proc = playbook(bed, "resize.yml", instance=vm, flavor="m1.small", target_host="hv2", **extra)
-    _rolled_back(bed, vm, proc, task)
+    _rolled_back(bed, vm, proc, task, touched=touched)
     assert where(bed, vm) == {"hv1": "running"}
     got = report(bed, vm, "hv1")
-    assert (got["nproc"], got["boot_count"]) == ("1", "2")
+    assert (got["nproc"], got["boot_count"]) == ("1", "2" if touched else "1")
 
 
 def test_stale_file_on_the_destination_is_refused_and_kept(bed, guest):
@@ -196,8 +200,10 @@ def test_stale_file_on_the_destination_is_refused_and_kept(bed, guest):
     try:
         proc = playbook(bed, "resize.yml", instance=vm, flavor="m1.small", target_host="hv2")
         assert proc.returncode != 0
-        assert "already exists on the destination; it would be overwritten" in proc.stdout
-        assert "Nothing was changed." in proc.stdout
+        assert "already exist on hv2, and their directory is not storage shared with this host; " \
+               "they would be overwritten" in proc.stdout
+        assert "The VM was not touched" in proc.stdout
+        assert report(bed, vm, "hv1")["boot_count"] == "1", "refused before the power-off"
         assert sh(bed, "hv2", "cat %s" % (IMG % vm)).strip() == "precious"
         assert where(bed, vm) == {"hv1": "running"} and record(bed, "hv1", vm) is None
         assert migrations_dir(bed, "hv2") == set() and transfer_keys(bed, "hv2") == 0

@@ -55,7 +55,7 @@ def test_sparse_copy_is_identical_and_stays_sparse(setup):
     reply = transfer.send(src, receiver_argv(mdir), progress=seen.append, dest_path=dst)
     assert reply["ok"] and reply["size"] == 64 * MIB
     assert reply["bytes"] == 4096 + MIB + 4096, "only allocated (block-granular), non-zero data is sent"
-    assert reply["wire_bytes"] < MIB + 64 * 1024 and seen[-1] == reply["wire_bytes"]
+    assert reply["wire_bytes"] < MIB + 64 * 1024 and seen[-1] == reply["bytes"]
     assert sha256_of(dst) == sha256_of(src)
     assert os.stat(dst).st_size == 64 * MIB
     assert os.stat(dst).st_blocks * 512 < 4 * MIB, "holes stay holes on the destination"
@@ -148,3 +148,74 @@ def test_local_backup_copy_is_identical_sparse_and_keeps_mode(tmp_path):
     with pytest.raises(TransferError):  # never overwrites an existing backup
         transfer.local_copy(src, dst)
     assert sha256_of(dst) == sha256_of(src)
+
+
+def test_preflight_reports_present_paths_and_free_space(setup):
+    src_dir, dst_dir, mdir = setup
+    there, free = str(dst_dir / "there.qcow2"), str(dst_dir / "free.qcow2")
+    open(there, "w").close()
+    (mdir / "allowed.json").write_text(json.dumps([there, free]))
+    reply = transfer.preflight(receiver_argv(mdir), [there, free])
+    assert reply["present"] == [there]
+    assert reply["free_bytes"][str(dst_dir)] > 0
+    with pytest.raises(TransferError, match="not part of this migration"):
+        transfer.preflight(receiver_argv(mdir), [str(dst_dir / "other.qcow2")])
+    assert os.listdir(dst_dir) == ["there.qcow2"], "a check writes nothing"
+
+
+def test_preflight_fails_clearly_when_the_receiver_cannot_run(tmp_path):
+    with pytest.raises(TransferError, match="refused the copy check"):
+        transfer.preflight([sys.executable, "-c", "import sys; sys.stderr.write('Host key verification failed.'); "
+                            "sys.exit(255)"], ["/nonexistent/x"])
+
+
+def test_throttle_keeps_the_average_rate():
+    now = [0.0]
+    slept = []
+
+    def sleep(s):
+        slept.append(s)
+        now[0] += s
+
+    t = transfer.Throttle(10 * MIB, clock=lambda: now[0], sleep=sleep)
+    for _chunk in range(20):
+        t(MIB)          # 20 MiB sent instantly would be 2 s at 10 MiB/s
+    assert abs(now[0] - 2.0) < 1e-9
+    unlimited = transfer.Throttle(0, clock=lambda: 0.0, sleep=sleep)
+    assert unlimited(10 * MIB) == 0.0
+
+
+def test_progress_file_reports_bytes_percent_rate_eta_and_is_removed(tmp_path):
+    now = [100.0]
+    path = str(tmp_path / "progress" / "m.json")
+    p = transfer.Progress(path, [{"allocation": 60 * MIB}, {"allocation": 40 * MIB}], every=1.0,
+                          clock=lambda: now[0], wall=lambda: 1.0)
+    p.set_phase("shutting down")
+    now[0] += 5.0            # the shutdown does not count in the rate
+    p.set_phase("copying")
+    p.next_disk("/a")
+    now[0] += 2.0
+    p.update(50 * MIB)
+    state = json.load(open(path))
+    assert (state["bytes_done"], state["bytes_total"], state["percent"]) == (50 * MIB, 100 * MIB, 50.0)
+    assert state["rate_bytes_per_s"] == 25 * MIB and state["eta_seconds"] == 2.0
+    assert (state["disk"], state["disk_index"], state["disks"]) == ("/a", 1, 2)
+    now[0] += 0.5
+    p.update(55 * MIB)       # throttled: not rewritten within a second
+    assert json.load(open(path))["bytes_done"] == 50 * MIB
+    p.next_disk("/b")
+    assert json.load(open(path))["bytes_done"] == 55 * MIB
+    p.close()
+    assert not os.path.exists(path)
+
+
+def test_shared_storage_marker_is_acknowledged_only_for_its_migration(tmp_path):
+    disk = str(tmp_path / "vm.qcow2")
+    assert not transfer.ack_marker(disk, "m-1", "hv1"), "no marker: not shared"
+    made = transfer.make_marker(str(tmp_path), "m-1", "hv2")
+    assert made == transfer.marker_path(disk, "m-1")
+    assert not transfer.ack_marker(disk, "m-2", "hv1"), "another migration's marker proves nothing"
+    assert transfer.ack_marker(disk, "m-1", "hv1")
+    assert transfer.read_marker(made) == {"migration": "m-1", "made_by": "hv2", "seen_by": "hv1"}
+    with pytest.raises(FileExistsError):
+        transfer.make_marker(str(tmp_path), "m-1", "hv2")
