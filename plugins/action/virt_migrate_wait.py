@@ -53,7 +53,7 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         del tmp
         validation, args = self.validate_argument_spec(argument_spec=dict(
-            jid=dict(type="str", required=True),
+            jid=dict(type="str"),
             migration_id=dict(type="str", required=True),
             state_dir=dict(type="path", default="/var/lib/libvirt/hvresize"),
             interval=dict(type="float", default=3.0),
@@ -62,6 +62,17 @@ class ActionModule(ActionBase):
         if args["interval"] <= 0 or args["timeout"] <= 0:
             return dict(result, failed=True, msg="interval and timeout must be positive numbers of seconds")
         host = self._task.delegate_to or task_vars.get("inventory_hostname")
+        if not args["jid"]:
+            # No job to wait for: one look at the progress file (e.g. ad hoc, from another shell).
+            snap = self._execute_module(module_name="hypervisor.resize.virt_migrate_wait", task_vars=task_vars,
+                                        module_args={"migration_id": args["migration_id"],
+                                                     "state_dir": args["state_dir"]})
+            self._remove_tmp_path(self._connection._shell.tmpdir)
+            line = progress_line(snap.get("progress"))
+            if line:
+                snap["msg"] = line
+            result.update(snap)
+            return result
         async_dir = self._remote_expand_user(self.get_shell_option("async_dir", default="~/.ansible_async"))
         deadline = time.monotonic() + args["timeout"]
         last = None

@@ -18,7 +18,8 @@ description:
   - Returns the result of the copy step itself (failed or not, with its message), so a C(rescue)
     can act on it as if the step had run synchronously; the async job's status file is cleaned up.
   - The progress is what the source writes to C(<state_dir>/progress/<migration_id>.json) every
-    second. Run alone, the module only reads that file.
+    second. Without O(jid) (for example ad hoc, while a resize runs elsewhere) it reads that file
+    once and returns it, with the same line as RV(msg).
 author: hypervisor.resize maintainers (@hypervisor-resize)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
@@ -26,7 +27,9 @@ extends_documentation_fragment:
   - hypervisor.resize.connection.state_dir
 options:
   jid:
-    description: The C(ansible_job_id) registered from the async virt_power_off_migrate task.
+    description:
+      - The C(ansible_job_id) registered from the async virt_power_off_migrate task. Without it,
+        the progress is read once and returned.
     type: str
   migration_id:
     description: Id of the migration being copied.
@@ -88,6 +91,11 @@ progress:
   sample: {phase: copying, disk: /var/lib/libvirt/images/web01.qcow2, disk_index: 1, disks: 1,
            bytes_done: 536870912, bytes_total: 1073741824, percent: 50.0, rate_bytes_per_s: 220500000,
            eta_seconds: 2.4}
+msg:
+  description: The progress as one line, when a copy is running and O(jid) was not given.
+  returned: when a copy is running and O(jid) was not given
+  type: str
+  sample: "copying disk 1/1 /var/lib/libvirt/images/web01.qcow2: 512.0 MiB of 1.0 GiB (50.0%), 210.3 MiB/s, ETA 0:00:02"
 progress_lines:
   description: How many progress lines were printed while waiting (by the action).
   returned: when waiting on a job
