@@ -79,30 +79,30 @@ class ActionModule(ActionBase):
         lines = 0
         try:
             while True:
-                status = self._execute_module(module_name="ansible.legacy.async_status", task_vars=task_vars,
-                                              module_args={"jid": args["jid"], "_async_dir": async_dir})
-                if status.get("finished") or (status.get("failed") and not status.get("started")) \
-                        or status.get("msg") == "could not find job":
+                # The module watches the job on the host for up to `interval` seconds and returns
+                # at once when it ends, with the job's own result.
+                watch = max(min(args["interval"], deadline - time.monotonic()), 0)
+                seen = self._execute_module(module_name="hypervisor.resize.virt_migrate_wait", task_vars=task_vars,
+                                            module_args={"migration_id": args["migration_id"],
+                                                         "state_dir": args["state_dir"], "jid": args["jid"],
+                                                         "_async_dir": async_dir, "_watch": watch})
+                if seen.get("failed"):
+                    return dict(result, **seen)
+                if "job" in seen:
+                    status = seen["job"]
                     break
                 if time.monotonic() > deadline:
                     msg = ("the copy job %s on %s was still running after %d s; it keeps running there "
                            "(see its progress in %s/progress/)"
                            % (args["jid"], host, args["timeout"], args["state_dir"]))
                     return dict(result, failed=True, ansible_job_id=args["jid"], msg=msg)
-                prog = self._execute_module(module_name="hypervisor.resize.virt_migrate_wait", task_vars=task_vars,
-                                            module_args={"migration_id": args["migration_id"],
-                                                         "state_dir": args["state_dir"]})
-                line = progress_line(prog.get("progress"))
+                line = progress_line(seen.get("progress"))
                 if line and line != last:
                     display.display("[%s] %s" % (host, line))
                     last = line
                     lines += 1
-                time.sleep(args["interval"])
         finally:
             self._remove_tmp_path(self._connection._shell.tmpdir)
-        if status.get("finished"):
-            self._execute_module(module_name="ansible.legacy.async_status", task_vars=task_vars,
-                                 module_args={"jid": args["jid"], "_async_dir": async_dir, "mode": "cleanup"})
         job = {k: v for k, v in status.items() if k not in ASYNC_KEYS}
         result.update(job)
         result["progress_lines"] = lines

@@ -128,8 +128,9 @@ def wait_until(predicate, timeout, interval=1.0, what="condition", clock=time.mo
         sleep(interval)
 
 
-def power_off(dom, timeout=60, retry_interval=10, poll_interval=1.0, clock=time.monotonic, sleep=time.sleep):
-    """Nova's policy: ACPI shutdown, poll, resend every retry_interval, hard stop at timeout.
+def power_off(dom, timeout=60, retry_interval=10, poll_interval=0.2, clock=time.monotonic, sleep=time.sleep):
+    """Nova's policy: ACPI shutdown, poll (every 0.2 s: Nova polls every second, which adds up to a
+    second of downtime), resend every retry_interval, hard stop at timeout.
 
     Returns {"method": "none"|"graceful"|"hard", "seconds": float}.
     """
@@ -139,7 +140,7 @@ def power_off(dom, timeout=60, retry_interval=10, poll_interval=1.0, clock=time.
     last_sent = [None]
 
     def send(elapsed):
-        if last_sent[0] is None or elapsed - last_sent[0] >= retry_interval:
+        if last_sent[0] is None or elapsed - last_sent[0] >= retry_interval - 1e-6:
             try:
                 dom.shutdown()
             except libvirt.libvirtError as exc:

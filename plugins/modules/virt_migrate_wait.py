@@ -105,12 +105,29 @@ progress_lines:
 
 import json
 import os
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.hypervisor.resize.plugins.module_utils.common import STATE_DIR_ARGS
 from ansible_collections.hypervisor.resize.plugins.module_utils.errors import ValidationError
 from ansible_collections.hypervisor.resize.plugins.module_utils.state import progress_path
+
+
+def read_json(path):
+    try:
+        with open(path) as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return None  # absent, or between two rewrites
+
+
+def job_state(path):
+    """The async job's result once it has ended, else None (as async_status reads that file)."""
+    data = read_json(path)
+    if data is None or ("started" in data and not data.get("finished")):
+        return None
+    return data
 
 
 def main():
@@ -121,20 +138,37 @@ def main():
             migration_id=dict(type="str", required=True),
             interval=dict(type="float", default=3),
             timeout=dict(type="int", default=21600),
+            # Set by the action: where async jobs write their results, and how long to watch here.
+            _async_dir=dict(type="path"),
+            _watch=dict(type="float", default=0),
         ),
         supports_check_mode=True,
     )
+    p = module.params
     try:
-        path = progress_path(module.params["state_dir"], module.params["migration_id"])
+        path = progress_path(p["state_dir"], p["migration_id"])
     except ValidationError as exc:
         module.fail_json(**exc.to_result())
-    progress = None
-    try:
-        with open(path) as fh:
-            progress = json.load(fh)
-    except (OSError, ValueError):
-        progress = None  # no copy running (or between two rewrites)
-    module.exit_json(changed=False, progress=progress, path=path if os.path.exists(path) else None)
+    result = {"changed": False}
+    if p["jid"] and p["_async_dir"]:
+        # Watch the job here, on the source: its end is seen within a tenth of a second, and
+        # the controller makes one round trip per progress line.
+        job_file = os.path.join(p["_async_dir"], p["jid"])
+        deadline = time.monotonic() + max(p["_watch"], 0)
+        while True:
+            if not os.path.exists(job_file):
+                module.fail_json(msg="could not find the copy job %s in %s" % (p["jid"], p["_async_dir"]))
+            job = job_state(job_file)
+            if job is not None:
+                os.unlink(job_file)  # what async_status mode=cleanup does
+                result["job"] = job
+                break
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.1)
+    result["progress"] = read_json(path)
+    result["path"] = path if os.path.exists(path) else None
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ description:
   - Second step of a cold resize, run on the B(source) hypervisor (Nova's C(resize_instance)).
   - Refuses a VM that is paused, crashed or in the middle of another migration.
   - Writes the migration record into the domain's metadata (status C(migrating)), asks the guest to
-    shut down through ACPI, polls every second, repeats the request every O(shutdown_retry_interval)
+    shut down through ACPI, polls every 0.2 s, repeats the request every O(shutdown_retry_interval)
     seconds and stops the VM hard after O(shutdown_timeout) seconds.
   - Before it touches the VM, checks over the one-off key from M(hypervisor.resize.virt_resize_prep)
     that the destination's sshd answers with the pinned host key, that no disk path exists there

@@ -59,8 +59,15 @@ def test_resends_every_retry_interval_then_hard_stop_at_timeout():
     out = connection.power_off(dom, timeout=60, retry_interval=10, clock=clock, sleep=clock.sleep)
     assert out["method"] == "hard"
     requests = [t for c, t in dom.calls if c == "shutdown"]
-    assert requests == [0.0, 10.0, 20.0, 30.0, 40.0, 50.0]
-    assert dom.calls[-1] == ("destroy", 60.0)
+    assert requests == pytest.approx([0.0, 10.0, 20.0, 30.0, 40.0, 50.0], abs=1e-6)
+    assert dom.calls[-1][0] == "destroy" and dom.calls[-1][1] == pytest.approx(60.0, abs=1e-6)
+
+
+def test_a_guest_that_goes_off_is_noticed_within_a_fifth_of_a_second():
+    clock = Clock()
+    dom = FakeDomain(clock, off_after=1.05)
+    out = connection.power_off(dom, timeout=60, retry_interval=10, clock=clock, sleep=clock.sleep)
+    assert out["method"] == "graceful" and 1.05 <= out["seconds"] <= 1.25
 
 
 def test_obeys_a_later_request():
