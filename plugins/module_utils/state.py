@@ -93,12 +93,20 @@ def open_claims(state_dir):
 
 
 def claimed_totals(state_dir):
+    """What open claims still hold beyond what the host already counts by itself.
+
+    Once a migration is finished here its domain is defined at the new size, so libvirt's
+    allocation counts it: the claim no longer adds vCPUs or memory. Disk data already received
+    is in the files (the free space shows it): only the rest of the disk claim is added."""
     totals = {"claimed_vcpus": 0, "claimed_memory_mb": 0, "claimed_disk_bytes": 0}
     for rec in open_claims(state_dir):
         claim = rec["claim"]
+        if rec.get("status") == "finished":
+            continue
         totals["claimed_vcpus"] += int(claim.get("vcpus", 0))
         totals["claimed_memory_mb"] += int(claim.get("memory_mb", 0))
-        totals["claimed_disk_bytes"] += int(claim.get("disk_bytes", 0))
+        got = sum(int(r.get("bytes") or 0) for r in received(state_dir, rec["id"]))
+        totals["claimed_disk_bytes"] += max(int(claim.get("disk_bytes", 0)) - got, 0)
     return totals
 
 

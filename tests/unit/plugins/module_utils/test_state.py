@@ -1,0 +1,32 @@
+"""Claims on a destination: what they add to the host's own counts, and when they stop adding."""
+
+import json
+import os
+
+from ansible_collections.hypervisor.resize.plugins.module_utils import state
+
+MID = ["0b6f0c7e-4c1e-4a7b-9b55-2a8f1f0e6d1%d" % i for i in range(4)]
+
+
+def claim(state_dir, mid, status, vcpus=2, memory_mb=256, disk_bytes=1000, received=None):
+    state.write_record(state_dir, {"id": mid, "status": status, "instance": "vm-" + mid[-1],
+                                   "claim": {"vcpus": vcpus, "memory_mb": memory_mb, "disk_bytes": disk_bytes}})
+    for nbytes in received or []:
+        with open(os.path.join(state.migration_dir(state_dir, mid), "received.jsonl"), "a") as fh:
+            fh.write(json.dumps({"path": "/x", "sha256": "0" * 64, "bytes": nbytes}) + "\n")
+
+
+def test_open_claims_add_until_the_domain_is_defined_here(tmp_path):
+    d = str(tmp_path)
+    claim(d, MID[0], "pre-migrating")                        # waiting for its copy: all of it
+    claim(d, MID[1], "pre-migrating", received=[600])        # copy landed in part: the rest of the disk
+    claim(d, MID[2], "finished")                             # defined here: libvirt counts it
+    claim(d, MID[3], "confirmed")                            # closed: nothing
+    assert state.claimed_totals(d) == {"claimed_vcpus": 4, "claimed_memory_mb": 512,
+                                       "claimed_disk_bytes": 1000 + 400}
+
+
+def test_received_more_than_claimed_never_goes_negative(tmp_path):
+    d = str(tmp_path)
+    claim(d, MID[0], "pre-migrating", disk_bytes=100, received=[4096])
+    assert state.claimed_totals(d)["claimed_disk_bytes"] == 0
