@@ -31,13 +31,16 @@ Wire format, one ssh session per disk:
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+import queue
 import re
 import shlex
 import struct
 import subprocess
+import threading
 import time
 
 from .errors import TransferError, ValidationError
@@ -50,23 +53,27 @@ KEY_TAG = "hvresize-migration:"
 RECEIVER = r'''#!/usr/bin/python3
 # Receive-only end of a hypervisor.resize disk copy. Written by virt_resize_prep for one
 # migration; run by sshd as the forced command of that migration's one-off key.
-import hashlib, json, os, struct, sys
+# The main thread reads frames from stdin; a second thread hashes and writes them, so that reading
+# (sshd decrypting), hashing and writing overlap. Writeback starts while the copy runs (fadvise),
+# so the final fsync is short and the page cache it uses stays small.
+import fcntl, hashlib, json, os, queue, struct, sys, threading
 FRAME = struct.Struct(">QQ")
 END = 2 ** 64 - 1
+FLUSH_EVERY = 64 << 20
 
 def reply(obj, code):
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
-    sys.exit(code)
+    os._exit(code)
 
-def read_exact(stream, n):
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = stream.read(n - len(buf))
-        if not chunk:
+def read_into(fd, view):
+    got = 0
+    while got < len(view):
+        n = os.readv(fd, [view[got:]])
+        if not n:
             raise EOFError("stream ended early")
-        buf += chunk
-    return bytes(buf)
+        got += n
+    return view
 
 def check(header, allowed):
     paths = header.get("paths") or []
@@ -83,10 +90,46 @@ def check(header, allowed):
         free[os.path.dirname(p)] = st.f_bavail * st.f_frsize
     reply({"ok": True, "present": present, "free_bytes": free}, 0)
 
+def read_header(fd):
+    line = bytearray()
+    while not line.endswith(b"\n"):
+        b = os.read(fd, 1)
+        if not b:
+            raise EOFError("no header")
+        line += b
+    return json.loads(line.decode("utf-8"))
+
+def writer(fd, work, free, digest, state):
+    flushed = 0
+    try:
+        while True:
+            item = work.get()
+            if item is None:
+                return
+            head, offset, buf, length = item
+            digest.update(head)
+            if length:
+                view = memoryview(buf)[:length]
+                digest.update(view)
+                done = 0
+                while done < length:
+                    done += os.pwrite(fd, view[done:], offset + done)
+                state["bytes"] += length
+                free.put(buf)
+                if state["bytes"] - flushed >= FLUSH_EVERY:
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # start writeback now
+                    flushed = state["bytes"]
+    except Exception as exc:  # reported by the main thread
+        state["error"] = exc
+
 def main():
     mdir = sys.argv[1]
-    stream = sys.stdin.buffer
-    header = json.loads(stream.readline().decode("utf-8"))
+    fd_in = sys.stdin.fileno()
+    try:
+        fcntl.fcntl(fd_in, 1031, 1 << 20)  # F_SETPIPE_SZ: let sshd run ahead of us
+    except OSError:
+        pass
+    header = read_header(fd_in)
     with open(os.path.join(mdir, "allowed.json")) as fh:
         allowed = json.load(fh)
     if header.get("op") == "check":
@@ -98,24 +141,42 @@ def main():
         reply({"ok": False, "error": "%s already exists on the destination" % path}, 3)
     part = path + ".hvresize-part"
     digest = hashlib.sha256()
-    received = 0
+    state = {"bytes": 0, "error": None}
+    chunk = 4 << 20
+    free = queue.Queue()
+    for _i in range(4):
+        free.put(bytearray(chunk))
+    work = queue.Queue()
     fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    thread = threading.Thread(target=writer, args=(fd, work, free, digest, state), daemon=True)
+    thread.start()
     try:
         os.ftruncate(fd, int(header["size"]))
+        head = bytearray(FRAME.size)
         while True:
-            head = read_exact(stream, FRAME.size)
-            digest.update(head)
+            read_into(fd_in, memoryview(head))
             offset, length = FRAME.unpack(head)
             if offset == END:
+                work.put((bytes(head), 0, None, 0))
                 break
             left = length
             while left:
-                data = read_exact(stream, min(left, 4 << 20))
-                digest.update(data)
-                os.pwrite(fd, data, offset + length - left)
-                left -= len(data)
-            received += length
-        expected = read_exact(stream, 64).decode("ascii")
+                n = min(left, chunk)
+                buf = None
+                while buf is None:
+                    try:
+                        buf = free.get(timeout=1)
+                    except queue.Empty:
+                        if state["error"]:
+                            raise state["error"]
+                read_into(fd_in, memoryview(buf)[:n])
+                work.put((bytes(head) if left == length else b"", offset + length - left, buf, n))
+                left -= n
+        expected = bytes(read_into(fd_in, memoryview(bytearray(64)))).decode("ascii")
+        work.put(None)
+        thread.join()
+        if state["error"]:
+            raise state["error"]
         os.fsync(fd)
     except Exception as exc:
         os.close(fd)
@@ -127,8 +188,8 @@ def main():
         reply({"ok": False, "error": "checksum mismatch: sent %s, received %s" % (expected, digest.hexdigest())}, 5)
     os.rename(part, path)
     with open(os.path.join(mdir, "received.jsonl"), "a") as fh:
-        fh.write(json.dumps({"path": path, "sha256": expected, "bytes": received}) + "\n")
-    reply({"ok": True, "sha256": expected, "bytes": received}, 0)
+        fh.write(json.dumps({"path": path, "sha256": expected, "bytes": state["bytes"]}) + "\n")
+    reply({"ok": True, "sha256": expected, "bytes": state["bytes"]}, 0)
 
 main()
 '''
@@ -184,8 +245,10 @@ def has_key(path, migration_id):
         return any(ln.rstrip().endswith(" " + KEY_TAG + migration_id) for ln in fh)
 
 
-def frames(path, size, chunk=CHUNK):
-    """Yield the wire frames of a disk: allocated, non-zero data only; the digest comes last."""
+def frames(path, size, chunk=CHUNK, readahead=4):
+    """Yield the wire frames of a disk: allocated, non-zero data only; the digest comes last.
+
+    The kernel is asked to read `readahead` chunks ahead, so the disk works while we hash and send."""
     digest = hashlib.sha256()
     zero = bytes(chunk)
     fd = os.open(path, os.O_RDONLY)
@@ -193,6 +256,9 @@ def frames(path, size, chunk=CHUNK):
         for start, length in extents(fd, size):
             pos, end = start, start + length
             while pos < end:
+                ahead = pos + chunk
+                if ahead < end:
+                    os.posix_fadvise(fd, ahead, min(readahead * chunk, end - ahead), os.POSIX_FADV_WILLNEED)
                 data = os.pread(fd, min(chunk, end - pos), pos)
                 if not data:
                     break
@@ -228,6 +294,52 @@ class Throttle:
         return 0.0
 
 
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+
+
+class ReadAhead:
+    """frames() in a thread, a few frames ahead of the writer: reading and hashing (both release
+    the GIL) overlap with ssh taking the previous frame. Bounded: at most `depth` frames wait."""
+
+    def __init__(self, path, size, depth=3):
+        self.queue = queue.Queue(maxsize=depth)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(path, size), daemon=True)
+        self.thread.start()
+
+    def _put(self, item):
+        while not self.stopping.is_set():
+            try:
+                self.queue.put(item, timeout=0.5)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self, path, size):
+        try:
+            for frame in frames(path, size):
+                if not self._put(("frame", frame)):
+                    return
+            self._put(("end", None))
+        except Exception as exc:  # handed to the consumer, raised there
+            self._put(("error", exc))
+
+    def __iter__(self):
+        while True:
+            kind, item = self.queue.get()
+            if kind == "frame":
+                yield item
+            elif kind == "end":
+                return
+            else:
+                raise TransferError("reading the disk failed: %s" % item)
+
+    def stop(self):
+        self.stopping.set()
+        self.thread.join(timeout=5)
+
+
 def send(path, argv, progress=None, dest_path=None, bandwidth_limit=0):
     """Stream one disk into `argv` (ssh ... or a local receiver); returns the receiver's reply.
 
@@ -239,11 +351,16 @@ def send(path, argv, progress=None, dest_path=None, bandwidth_limit=0):
     started = time.monotonic()
     throttle = Throttle(bandwidth_limit)
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        fcntl.fcntl(proc.stdin.fileno(), F_SETPIPE_SZ, 1 << 20)  # let us run ahead of ssh
+    except (OSError, AttributeError):
+        pass
     sent = 0
     data = 0
+    reader = ReadAhead(path, size)
     try:
         proc.stdin.write((json.dumps({"v": 1, "path": dest_path or path, "size": size}) + "\n").encode("utf-8"))
-        for frame in frames(path, size):
+        for frame in reader:
             proc.stdin.write(frame)
             sent += len(frame)
             if FRAME.unpack_from(frame)[0] != END:
@@ -254,6 +371,7 @@ def send(path, argv, progress=None, dest_path=None, bandwidth_limit=0):
     except BrokenPipeError:
         pass  # the receiver stopped reading; its reply says why
     finally:
+        reader.stop()
         try:
             proc.stdin.close()
         except BrokenPipeError:

@@ -47,7 +47,8 @@ def guest(bed):
     for name in made:
         bed.run("rm-guest", name, check=False)
         for h in HOSTS:
-            bed.ssh(h, "rm -rf /var/lib/libvirt/hvresize/migrations/*; rm -f /var/lib/libvirt/shared/.hvresize-*; "
+            bed.ssh(h, "rm -rf /var/lib/libvirt/hvresize/migrations/*; "
+                       "rm -f /var/lib/libvirt/shared/.hvresize-* /var/lib/libvirt/images/.hvresize-*; "
                        "sed -i '/hvresize-migration:/d' /root/.ssh/authorized_keys", check=False)
 
 
@@ -159,6 +160,8 @@ def test_bad_bandwidth_limit_is_refused_before_anything_changes(bed, guest):
 def test_marker_files_are_never_left_after_a_normal_copy(bed, guest):
     vm = guest("it-nomarker", vcpus=1, memory_mb=128, disk_gb=1)
     playbook(bed, "resize.yml", check=True, instance=vm, flavor="m1.small", target_host="hv2", confirm=True)
+    rec = record(bed, "hv2", vm)
+    assert rec["status"] == "confirmed"
     for h in ("hv1", "hv2"):
-        assert sh(bed, h, "ls -A /var/lib/libvirt/images/ | grep hvresize || true").strip() == ""
-    assert record(bed, "hv2", vm)["status"] == "confirmed"
+        assert sh(bed, h, "ls -A /var/lib/libvirt/images/ | grep -e '%s' -e '^%s.*hvresize' || true"
+                  % (rec["id"], vm)).strip() == ""
