@@ -87,11 +87,22 @@ molecule: setup
 integration: setup
 	$(PY) -m pytest -q tests/integration
 
-# The whole suite: lint, docs, unit, then integration on the real test bed (brought up and torn down).
+# The whole suite: lint, docs, unit, then integration on the real test bed (brought up and torn down),
+# then the benchmarks at CI size (figures printed; a wrong copy or an overbooked host fails).
 test: setup dev
 	$(MAKE) --no-print-directory lint docs sanity ansible-units changelog awx-check molecule
 	rc=0; $(PY) -m pytest -q -p no:cacheprovider tests/unit tests/integration || rc=$$?; \
+	  if [ $$rc -eq 0 ]; then $(PY) benchmarks/run --size small || rc=$$?; fi; \
 	  $(BED) down || rc=$$((rc ? rc : 1)); exit $$rc
 
 clean: bed-down
 	rm -rf .build .pytest_cache
+
+# Benchmarks of issue #4 on the local test bed (brought up if needed, left up): see BENCHMARKS.md.
+# bench-small is the CI size (a few minutes); bench is the full size (the figures in BENCHMARKS.md).
+.PHONY: bench bench-small
+bench: setup
+	$(PY) benchmarks/run --size full
+
+bench-small: setup
+	$(PY) benchmarks/run --size small

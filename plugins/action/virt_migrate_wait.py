@@ -85,7 +85,7 @@ class ActionModule(ActionBase):
                 seen = self._execute_module(module_name="hypervisor.resize.virt_migrate_wait", task_vars=task_vars,
                                             module_args={"migration_id": args["migration_id"],
                                                          "state_dir": args["state_dir"], "jid": args["jid"],
-                                                         "_async_dir": async_dir, "_watch": watch})
+                                                         "async_dir": async_dir, "watch": watch})
                 if seen.get("failed"):
                     return dict(result, **seen)
                 if "job" in seen:

@@ -219,7 +219,16 @@ def authorized_line(public_key, migration_dir, migration_id, python="/usr/bin/py
 
 
 def edit_authorized_keys(path, add=None, remove_id=None):
-    """Add a line and/or remove the lines of one migration; returns True when the file changed."""
+    """Add a line and/or remove the lines of one migration; returns True when the file changed.
+
+    Under a lock of its own: migrations to the same host add and revoke keys concurrently."""
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    with open(path + ".hvresize-lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _edit_authorized_keys(path, add, remove_id)
+
+
+def _edit_authorized_keys(path, add, remove_id):
     lines = []
     if os.path.exists(path):
         with open(path) as fh:

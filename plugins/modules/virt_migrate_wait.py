@@ -39,6 +39,15 @@ options:
     description: Seconds between polls of the job and its progress.
     type: float
     default: 3
+  async_dir:
+    description:
+      - Set by the action, not by playbooks. The directory of async job results on this host.
+    type: path
+  watch:
+    description:
+      - Set by the action, not by playbooks. Seconds to watch the job here before returning.
+    type: float
+    default: 0
   timeout:
     description:
       - Seconds to wait in all. When they run out the task fails but the copy keeps running on the
@@ -139,8 +148,8 @@ def main():
             interval=dict(type="float", default=3),
             timeout=dict(type="int", default=21600),
             # Set by the action: where async jobs write their results, and how long to watch here.
-            _async_dir=dict(type="path"),
-            _watch=dict(type="float", default=0),
+            async_dir=dict(type="path"),
+            watch=dict(type="float", default=0),
         ),
         supports_check_mode=True,
     )
@@ -150,14 +159,14 @@ def main():
     except ValidationError as exc:
         module.fail_json(**exc.to_result())
     result = {"changed": False}
-    if p["jid"] and p["_async_dir"]:
+    if p["jid"] and p["async_dir"]:
         # Watch the job here, on the source: its end is seen within a tenth of a second, and
         # the controller makes one round trip per progress line.
-        job_file = os.path.join(p["_async_dir"], p["jid"])
-        deadline = time.monotonic() + max(p["_watch"], 0)
+        job_file = os.path.join(p["async_dir"], p["jid"])
+        deadline = time.monotonic() + max(p["watch"], 0)
         while True:
             if not os.path.exists(job_file):
-                module.fail_json(msg="could not find the copy job %s in %s" % (p["jid"], p["_async_dir"]))
+                module.fail_json(msg="could not find the copy job %s in %s" % (p["jid"], p["async_dir"]))
             job = job_state(job_file)
             if job is not None:
                 os.unlink(job_file)  # what async_status mode=cleanup does
