@@ -158,7 +158,7 @@ def finish(params, check_mode):
         rec = record_mod.transition(rec, "finished", "defined on %s; waiting for confirm or revert" % host)
         dom = define_and_start(c, params, xml, rec, rec, name, host, "nothing was defined")
         transfer.edit_authorized_keys(params["authorized_keys"], remove_id=mid)
-        for leftover in ("receive.py", "allowed.json"):
+        for leftover in ("receive.py", "allowed.json", "paths.json"):
             path = os.path.join(state_mod.migration_dir(params["state_dir"], mid), leftover)
             if os.path.exists(path):
                 os.unlink(path)

@@ -160,6 +160,8 @@ def prep(params, check_mode):
         # The receiver may write only disks that are not here yet.
         state_mod.write_file(params["state_dir"], rec["id"], "allowed.json",
                              json.dumps([p for p in paths if p not in present]))
+        # Every disk path, for the source's check before the power-off (it only reads).
+        state_mod.write_file(params["state_dir"], rec["id"], "paths.json", json.dumps(paths))
         # One marker per disk directory: the source finds it there if the directory is shared.
         rec["markers"] = []
         for directory in sorted(set(os.path.dirname(p) for p in paths)):

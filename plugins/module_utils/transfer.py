@@ -133,6 +133,11 @@ def main():
     with open(os.path.join(mdir, "allowed.json")) as fh:
         allowed = json.load(fh)
     if header.get("op") == "check":
+        # The check may name every disk of the migration, also those already here (paths.json).
+        known = os.path.join(mdir, "paths.json")
+        if os.path.exists(known):
+            with open(known) as fh:
+                allowed = allowed + json.load(fh)
         check(header, allowed)
     path = header["path"]
     if path not in allowed:

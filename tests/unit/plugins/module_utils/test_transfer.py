@@ -219,3 +219,17 @@ def test_shared_storage_marker_is_acknowledged_only_for_its_migration(tmp_path):
     assert transfer.read_marker(made) == {"migration": "m-1", "made_by": "hv2", "seen_by": "hv1"}
     with pytest.raises(FileExistsError):
         transfer.make_marker(str(tmp_path), "m-1", "hv2")
+
+
+def test_preflight_may_name_disks_already_there_but_never_write_them(setup):
+    src_dir, dst_dir, mdir = setup
+    there = str(dst_dir / "there.qcow2")
+    with open(there, "w") as fh:
+        fh.write("precious")
+    (mdir / "allowed.json").write_text(json.dumps([]))          # prep: present paths are not writable
+    (mdir / "paths.json").write_text(json.dumps([there]))       # but the check may ask about them
+    assert transfer.preflight(receiver_argv(mdir), [there])["present"] == [there]
+    src = sparse_disk(str(src_dir / "disk.raw"))
+    with pytest.raises(TransferError, match="not part of this migration"):
+        transfer.send(src, receiver_argv(mdir), dest_path=there)
+    assert open(there).read() == "precious"
