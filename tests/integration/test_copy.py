@@ -6,7 +6,6 @@ hv1 and hv2 share /var/lib/libvirt/shared (one directory mounted on both); hv3 d
 
 import re
 
-import pytest
 from resize_lib import (
     GIB,
     HOSTS,
@@ -26,30 +25,6 @@ from resize_lib import (
 
 SHARED = "/var/lib/libvirt/shared/%s.qcow2"
 MIB = 1024 * 1024
-
-
-@pytest.fixture
-def guest(bed):
-    made = []
-
-    def make(name, host="hv1", start=True, **kw):
-        bed.run("rm-guest", name)
-        args = ["guest", name, "--host", host]
-        for key, value in kw.items():
-            args += ["--" + key.replace("_", "-"), str(value)]
-        if not start:
-            args.append("--no-start")
-        bed.run(*args)
-        made.append(name)
-        return name
-
-    yield make
-    for name in made:
-        bed.run("rm-guest", name, check=False)
-        for h in HOSTS:
-            bed.ssh(h, "rm -rf /var/lib/libvirt/hvresize/migrations/*; "
-                       "rm -f /var/lib/libvirt/shared/.hvresize-* /var/lib/libvirt/images/.hvresize-*; "
-                       "sed -i '/hvresize-migration:/d' /root/.ssh/authorized_keys", check=False)
 
 
 def shared_leftovers(bed, vm):

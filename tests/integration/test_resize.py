@@ -30,29 +30,6 @@ from resize_lib import (
 IMG = "/var/lib/libvirt/images/%s.qcow2"
 
 
-@pytest.fixture
-def guest(bed):
-    made = []
-
-    def make(name, host="hv1", start=True, **kw):
-        bed.run("rm-guest", name)
-        args = ["guest", name, "--host", host]
-        for key, value in kw.items():
-            args += ["--" + key.replace("_", "-"), str(value)]
-        if not start:
-            args.append("--no-start")
-        bed.run(*args)
-        made.append(name)
-        return name
-
-    yield make
-    for name in made:
-        bed.run("rm-guest", name, check=False)
-        for h in HOSTS:
-            bed.ssh(h, "rm -rf /var/lib/libvirt/hvresize/migrations/*; "
-                       "sed -i '/hvresize-migration:/d' /root/.ssh/authorized_keys", check=False)
-
-
 def dest_of(bed, vm, source="hv1"):
     placed = where(bed, vm)
     others = [h for h in placed if h != source]
