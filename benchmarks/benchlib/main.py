@@ -99,10 +99,23 @@ def product_version():
                      % len(dirty.splitlines()) if dirty else "")
 
 
+def _ancestors():
+    """Our own parent processes (e.g. the shell of `make test` whose command line names pytest)."""
+    pids, pid = set(), os.getpid()
+    while pid > 1:
+        try:
+            with open("/proc/%d/stat" % pid) as fh:
+                pid = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+        pids.add(pid)
+    return pids
+
+
 def tests_running():
     """Is a test session using the bed (integration tests, molecule) running on this machine?"""
     out = subprocess.run(["pgrep", "-f", TESTS_PATTERN], capture_output=True, text=True, check=False).stdout
-    return bool(out.split())
+    return bool(set(int(p) for p in out.split()) - _ancestors() - {os.getpid()})
 
 
 def others_on_bed():
