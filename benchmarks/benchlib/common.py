@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import glob
+import inspect
 import json
 import os
 import re
@@ -22,7 +23,9 @@ import time
 
 import yaml
 
-from ansible_collections.hypervisor.resize.plugins.module_utils import transfer
+from ansible_collections.hypervisor.resize.plugins.module_utils import _policy
+from ansible_collections.hypervisor.resize.plugins.module_utils._transfer import keys as product_keys
+from ansible_collections.hypervisor.resize.plugins.module_utils._transfer import markers, receiver, sender
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BED = os.path.join(REPO, "tests", "testbed", "bed")
@@ -274,8 +277,8 @@ def drop_product_state(host, which):
         if mid:
             keys = host_path(host, "/root/.ssh/authorized_keys")
             with product_lock(host):
-                transfer.edit_authorized_keys(keys, remove_id=mid)
-            marker = host_path(host, transfer.marker_path(IMAGES + "/x", mid))
+                product_keys.edit_authorized_keys(keys, remove_id=mid)
+            marker = host_path(host, markers.marker_path(IMAGES + "/x", mid))
             if os.path.exists(marker):
                 os.unlink(marker)
     return gone
@@ -297,7 +300,7 @@ class Trust:
         self.tag = KEY_TAG + run_id
         self.dir_in = "/tmp/%s%s" % (PREFIX, run_id)
         self.mdir_in = "%s/%smig-%s" % (IMAGES, PREFIX, run_id)
-        self.allowed = []
+        self.allowed = {}
         self.lines = []
 
     def __enter__(self):
@@ -309,21 +312,22 @@ class Trust:
                 key = os.path.join(kdir, kind)
                 run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "%s-%s" % (self.tag, kind), "-f", key])
                 with open(key + ".pub") as fh:
-                    pub = transfer.check_public_key(fh.read())
+                    pub = _policy.check_public_key(fh.read())
                 lines.append((kind, pub))
             with open(host_path(self.dst, "/etc/ssh/ssh_host_ed25519_key.pub")) as fh:
-                host_key = transfer.check_public_key(fh.read())
+                host_key = _policy.check_public_key(fh.read())
             with open(os.path.join(kdir, "known_hosts"), "w") as fh:
                 fh.write("%s %s\n" % (self.dst, host_key))
             mdir = host_path(self.dst, self.mdir_in)
             os.makedirs(mdir, mode=0o700)
             with open(os.path.join(mdir, "receive.py"), "w") as fh:
-                fh.write(transfer.RECEIVER)
+                fh.write(inspect.getsource(receiver))
             os.chmod(os.path.join(mdir, "receive.py"), 0o700)
             self._write_allowed()
             recv = dict(lines)["recv"]
             # The product's own line (restrict, forced receiver), tagged as ours instead of a migration's.
-            forced = transfer.authorized_line(recv, self.mdir_in, self.run_id)
+            src_addr = "%s.%d" % (bed_info()["subnet"].rsplit(".", 1)[0], 11 + int(self.src[2:]) - 1)
+            forced = product_keys.authorized_line(recv, self.mdir_in, self.run_id, [src_addr], 6 * 3600)
             forced = forced[: forced.rindex(" ")] + " %s-recv" % self.tag
             self.lines = [forced, "%s %s-plain" % (dict(lines)["plain"], self.tag)]
             self.ensure()
@@ -348,7 +352,7 @@ class Trust:
 
     def allow(self, path_in_dst):
         if path_in_dst not in self.allowed:
-            self.allowed.append(path_in_dst)
+            self.allowed[path_in_dst] = {"max_size": 1 << 44}  # the benchmark's own disks
             self._write_allowed()
 
     def key(self, kind):
@@ -359,9 +363,9 @@ class Trust:
         return self.dir_in + "/known_hosts"
 
     def ssh_options(self, kind="plain"):
-        """The product's ssh options (transfer.ssh_argv), without destination and command."""
-        argv = transfer.ssh_argv(self.dst, 22, self.key(kind), self.known_hosts, cipher=CIPHER)
-        return argv[1:-2]
+        """The product's ssh options (sender.ssh_argv), without destination and command."""
+        argv = sender.ssh_argv(self.dst, 22, self.key(kind), self.known_hosts, cipher=CIPHER)
+        return argv[1:argv.index("--")]
 
     def ssh_log(self, label):
         return "%s/ssh-%s.log" % (self.dir_in, label)

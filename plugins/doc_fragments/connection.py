@@ -55,6 +55,35 @@ options:
     default: /root/.ssh/authorized_keys
 """
 
+    # Paired with POLICY_ARGS in plugins/module_utils/common.py.
+    POLICY = r"""
+options:
+  allow_host_access:
+    description:
+      - What of this host the VM may use although it arrives from another host, which this host does
+        not trust (docs/security.md). Without an opt-in, a domain that asks for it is refused,
+        naming the element and the rule, and nothing is changed.
+      - V(hostdev) - host PCI/USB devices, host TPM, host input devices, shared memory (rule D1).
+      - V(filesystem) - host directories shared with the guest (D2).
+      - V(qemu_namespace) - C(qemu:commandline) and other hypervisor-specific elements (D3).
+      - V(host_block_device) - disks that are host block devices or device nodes (D4).
+      - V(host_char_device) - serial, console or channel devices on host devices or pipes (D5).
+      - V(seclabel) - security labels that relax the confinement libvirt gives the guest (D6).
+      - V(host_script) - interface scripts run on the host (D7).
+    type: list
+    elements: str
+    choices: [hostdev, filesystem, qemu_namespace, host_block_device, host_char_device, seclabel, host_script]
+    default: []
+  instances_path:
+    description:
+      - Directory where this host keeps VM disks. Together with the targets of its active libvirt
+        C(dir), C(fs) and C(netfs) storage pools it makes this host's storage roots - the only
+        places a disk arriving from another host may be written (docs/security.md, rule P1). Its
+        free space counts as the host's disk capacity.
+    type: path
+    default: /var/lib/libvirt/images
+"""
+
     # Attributes every module of this collection shares.
     ATTRIBUTES = r"""
 attributes:

@@ -16,8 +16,9 @@ import datetime
 
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.hypervisor.resize.plugins.module_utils import _policy
 from ansible_collections.hypervisor.resize.plugins.module_utils import record as record_mod
-from ansible_collections.hypervisor.resize.plugins.module_utils.domain import check_domain_name
+from ansible_collections.hypervisor.resize.plugins.module_utils.domain import check_domain_name, parse_xml
 from ansible_collections.hypervisor.resize.plugins.module_utils.errors import ResizeError
 from ansible_collections.hypervisor.resize.plugins.module_utils.flavor import (
     capacity_reasons,
@@ -81,10 +82,34 @@ def resize_locate(results, instance):
     return {"host": host, "instance": inst}
 
 
+def _move_review(instance, allow):
+    """docs/security.md, as the controller can apply it: the VM's own refusals for a move to
+    another host, and its host paths (checked per host against that host's roots)."""
+    if not instance.get("xml"):
+        return [], []
+    rv = _policy.review_domain(parse_xml(instance["xml"]), allow)
+    return [text for _rule, text in rv.refusals], rv.paths
+
+
+def _path_reasons(paths, hv):
+    roots = hv.get("storage_roots") or []
+    out = []
+    for entry in paths:
+        problem = _policy.lexical_problem(entry["path"], entry["kind"], roots)
+        if problem:
+            rule = "P2" if entry["kind"] in ("read", "emulator") else "P1"
+            out.append("%s: %s %s [rule %s, %s]" % (entry["what"], entry["path"], problem, rule, _policy.SECURITY_DOC))
+    return out
+
+
 def resize_schedule(results, source, instance, flavor, host_options=None, target_host=None,
-                    allow_same_host=False, weights=None):
+                    allow_same_host=False, weights=None, allow_host_access=None):
     """Filter and weigh hosts; returns {host, ranked, rejected: {host: [reasons]}}."""
     host_options = host_options or {}
+    refusals, paths = _move_review(instance, allow_host_access or [])
+    if refusals and not allow_same_host:
+        raise ResizeError("VM %s cannot move to another host: %s" % (instance.get("name"), "; ".join(refusals)),
+                          hint="nothing was changed; see %s for each rule" % _policy.SECURITY_DOC)
     weights = dict({"ram": 1.0, "cpu": 0.0, "disk": 0.0}, **(weights or {}))
     disk_bytes = sum(int(d.get("allocation") or 0) for d in instance["copy_disks"])
     request = {"vcpus": flavor["vcpus"], "memory_mb": flavor["memory_mb"], "disk_bytes": disk_bytes}
@@ -103,7 +128,11 @@ def resize_schedule(results, source, instance, flavor, host_options=None, target
             reasons.append("disabled (hypervisor_enabled is false)")
         elif host == source and not allow_same_host:
             reasons.append("is the source host")
+        elif host != source and refusals:
+            reasons += refusals
         else:
+            if host != source:
+                reasons += _path_reasons(paths, hv)
             if src_facts.get("arch") and hv.get("arch") != src_facts.get("arch"):
                 reasons.append("architecture %s differs from the source's %s" % (hv.get("arch"), src_facts.get("arch")))
             for nic in nics:

@@ -9,6 +9,7 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
+from ._policy import ALLOW_CHOICES
 from .connection import HAS_LIBVIRT, LIBVIRT_IMPORT_ERROR
 from .domain import HAS_LXML, LXML_IMPORT_ERROR
 from .errors import ResizeError
@@ -25,6 +26,11 @@ MIGRATION_ARGS = dict(
     instance=dict(type="str", required=True),
     migration_id=dict(type="str", required=True),
 )
+# Paired with the doc fragment hypervisor.resize.connection.policy.
+POLICY_ARGS = dict(
+    allow_host_access=dict(type="list", elements="str", default=[], choices=list(ALLOW_CHOICES)),
+    instances_path=dict(type="path", default="/var/lib/libvirt/images"),
+)
 # Paired with the doc fragment hypervisor.resize.connection.authorized_keys.
 AUTHORIZED_KEYS_ARGS = dict(
     authorized_keys=dict(type="path", default="/root/.ssh/authorized_keys", no_log=False),
@@ -32,8 +38,11 @@ AUTHORIZED_KEYS_ARGS = dict(
 
 
 class ResizeModule(AnsibleModule):
-    def __init__(self, argument_spec, state_dir=False, migration=False, authorized_keys=False, **kwargs):
+    def __init__(self, argument_spec, state_dir=False, migration=False, authorized_keys=False, policy=False,
+                 **kwargs):
         spec = dict(CONNECTION_ARGS)
+        if policy:
+            spec.update(POLICY_ARGS)
         if state_dir:
             spec.update(STATE_DIR_ARGS)
         if migration:

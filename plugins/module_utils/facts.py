@@ -7,15 +7,10 @@ from __future__ import annotations
 
 import os
 
-try:
-    from lxml import etree
-except ImportError:  # pragma: no cover - ResizeModule reports lxml missing (missing_required_lib)
-    etree = None
-
+from . import _policy, storage
 from . import state as state_mod
-from . import storage
 from .connection import Connection, get_record, hostname, inactive_xml, libvirt, state_of
-from .domain import check_domain_name, copy_disks, model_from_xml, role_disk, root_disk
+from .domain import check_domain_name, copy_disks, model_from_xml, parse_xml, role_disk, root_disk
 from .errors import ResizeError
 
 RECORD_SUMMARY = ("id", "status", "source", "dest", "updated", "rolled_back")
@@ -33,6 +28,24 @@ def _bridges():
         return []
 
 
+POOL_TYPES = ("dir", "fs", "netfs")
+
+
+def storage_roots(conn, instances_path):
+    """Where this host keeps VM disks: the instances path and the targets of its active file-based
+    libvirt pools (docs/security.md P1). Returns (roots, dropped)."""
+    candidates = [instances_path]
+    try:
+        pools = conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE)
+    except libvirt.libvirtError:
+        pools = []
+    for pool in pools:
+        root = parse_xml(pool.XMLDesc(0), "storage pool XML")
+        if root.get("type") in POOL_TYPES and root.findtext("./target/path"):
+            candidates.append(root.findtext("./target/path").strip())
+    return _policy.storage_roots(candidates)
+
+
 def describe_instance(dom):
     """Model, state, disks (with sizes) and record of one domain."""
     xml = inactive_xml(dom)
@@ -41,7 +54,7 @@ def describe_instance(dom):
     for disk in model["disks"]:
         entry = dict(disk)
         if disk["path"] and not disk["network"] and disk["device"] == "disk" and os.path.exists(disk["path"]):
-            entry.update(storage.image_info(disk["path"]))
+            entry.update(storage.image_info(disk["path"], disk["format"]))
         disks.append(entry)
     root = root_disk(disks)
     return {
@@ -67,7 +80,7 @@ def gather(params):
     with Connection(params["uri"]) as c:
         conn = c.conn
         arch, memory_mb, cpus = conn.getInfo()[:3]
-        caps = etree.fromstring(conn.getCapabilities().encode("utf-8"))
+        caps = parse_xml(conn.getCapabilities(), "capabilities XML")
         domains = []
         alloc_vcpus = alloc_mem = 0
         for dom in conn.listAllDomains():
@@ -83,6 +96,7 @@ def gather(params):
             })
             alloc_vcpus += model["vcpus"]
             alloc_mem += model["memory_mb"]
+        roots, dropped = storage_roots(conn, params["instances_path"])
         try:
             networks = sorted(n.name() for n in conn.listAllNetworks(libvirt.VIR_CONNECT_LIST_NETWORKS_ACTIVE))
         except libvirt.libvirtError:
@@ -100,6 +114,8 @@ def gather(params):
             "allocated_memory_mb": alloc_mem,
             "instances_path": params["instances_path"],
             "free_disk_bytes": storage.free_bytes(params["instances_path"]),
+            "storage_roots": roots,
+            "storage_roots_refused": dropped,
             "bridges": _bridges(),
             "networks": networks,
             "domains": sorted(domains, key=lambda d: d["name"]),

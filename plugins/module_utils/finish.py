@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import os
 
+from . import _policy, storage
 from . import record as record_mod
 from . import state as state_mod
-from . import storage, transfer
+from ._transfer import keys, local, markers
 from .connection import Connection, get_record, hostname, libvirt, libvirt_error, set_record, state_of
-from .domain import check_domain_name, model_from_xml, normalize, role_disk, root_disk, summary
+from .domain import check_domain_name, copy_disks, model_from_xml, normalize, parse_xml, role_disk, root_disk, summary
 from .errors import ValidationError
+from .facts import storage_roots
 from .faults import checkpoint
 from .flavor import GIB
 
@@ -42,25 +44,42 @@ def shared_disks(rec):
     for disk in rec.get("disks", []):
         if not disk.get("present"):
             continue
-        mark = transfer.read_marker(transfer.marker_path(disk["path"], rec["id"]))
+        mark = markers.read_marker(markers.marker_path(disk["path"], rec["id"]))
         if not mark or mark.get("migration") != rec["id"] or not mark.get("seen_by"):
             continue
-        if not os.path.exists(disk["path"] + transfer.BACKUP_SUFFIX):
+        if not local.is_regular(disk["path"] + local.BACKUP_SUFFIX):
             raise ValidationError("disk %s is on shared storage but its backup %s%s is missing; refusing to use it"
-                                  % (disk["path"], disk["path"], transfer.BACKUP_SUFFIX), host=hostname())
+                                  % (disk["path"], disk["path"], local.BACKUP_SUFFIX), host=hostname())
         shared.append(disk["path"])
     return shared
 
 
 def remove_markers(rec):
     """Delete this migration's shared-storage markers (listed in the record, so only ours)."""
-    removed = []
-    for path in rec.get("markers") or []:
-        for p in (path, path + ".tmp"):
-            if os.path.lexists(p):
-                os.unlink(p)
-                removed.append(p)
-    return removed
+    return markers.remove_markers(rec.get("markers"))
+
+
+def check_images(xml, owned, name, host):
+    """R3: every disk image this host is about to use, read as the format its definition declares
+    (never probed), has no backing file and no external data file: the source wrote its bytes."""
+    for disk in copy_disks(model_from_xml(xml)):
+        if disk["path"] not in owned:
+            continue
+        if not local.is_regular(disk["path"]):
+            raise ValidationError("disk %s is not a regular file here" % disk["path"], domain=name, host=host)
+        info = storage.image_info(disk["path"], disk["format"])
+        for key in ("backing_file", "data_file"):
+            if info.get(key):
+                raise ValidationError("disk %s names a %s (%s) inside the image; refused [rule R3, %s]"
+                                      % (disk["path"], key.replace("_", " "), info[key], _policy.SECURITY_DOC),
+                                      domain=name, host=host, hint="nothing of it was used")
+
+
+def check_domain_here(c, params, xml, name, host):
+    """The definition about to be defined here, against this host's rules (docs/security.md)."""
+    roots, _dropped = storage_roots(c.conn, params["instances_path"])
+    problems, _review = _policy.check_domain(parse_xml(xml), roots, params["allow_host_access"], fs=_policy.LocalFS())
+    _policy.refuse(problems, domain=name, host=host)
 
 
 def apply_flavor_disks(xml, flavor, owned):
@@ -75,7 +94,7 @@ def apply_flavor_disks(xml, flavor, owned):
     swap = role_disk(model, "swap")
     if swap and swap["path"] in owned and flavor.get("swap_mb"):
         size = flavor["swap_mb"] * 1024 * 1024
-        if storage.image_info(swap["path"])["virtual_size"] != size:
+        if storage.image_info(swap["path"], swap["format"])["virtual_size"] != size:
             storage.recreate(swap["path"], swap["format"], size)
             done.append("recreated swap disk %s at %d MiB" % (swap["path"], flavor["swap_mb"]))
     return done
@@ -142,6 +161,8 @@ def finish(params, check_mode):
                 raise ValidationError("disk %s has not been received and verified here" % disk["path"],
                                       domain=name, host=host, hint="run virt_power_off_migrate on the source")
         owned = set(got) | set(shared)
+        check_domain_here(c, params, xml, name, host)
+        check_images(xml, owned, name, host)
         root = root_disk(model_from_xml(xml))
         new_root = rec["new_flavor"]["root_gb"] * GIB
         result = {"changed": True, "diff": diff}
@@ -157,13 +178,13 @@ def finish(params, check_mode):
         rec = record_mod.transition(rec, "post-migrating", "root disk %s" % ("grown" if grown else "kept"))
         rec = record_mod.transition(rec, "finished", "defined on %s; waiting for confirm or revert" % host)
         dom = define_and_start(c, params, xml, rec, rec, name, host, "nothing was defined")
-        transfer.edit_authorized_keys(params["authorized_keys"], remove_id=mid)
+        keys.edit_authorized_keys(params["authorized_keys"], remove_id=mid)
         for leftover in ("receive.py", "allowed.json", "paths.json"):
             path = os.path.join(state_mod.migration_dir(params["state_dir"], mid), leftover)
             if os.path.exists(path):
                 os.unlink(path)
         remove_markers(rec)
-        info = storage.image_info(root["path"]) if root else None
+        info = storage.image_info(root["path"], root["format"]) if root else None
         result.update({"migration": get_record(dom), "state": state_of(dom), "root_disk": info,
                        "grown": grown, "disk_actions": disk_actions, "domain": summary(xml)})
         return result
@@ -201,7 +222,7 @@ def finish_in_place(params, check_mode, rec, name, mid, host):
         new["claim"] = rec.get("claim")
         dom = define_and_start(c, params, xml, new, dict(rec, status="finished", history=new["history"]), name, host,
                                "the original definition is unchanged")
-        info = storage.image_info(root["path"]) if root else None
+        info = storage.image_info(root["path"], root["format"]) if root else None
         result.update({"migration": get_record(dom), "state": state_of(dom), "root_disk": info,
                        "grown": grown, "disk_actions": disk_actions, "domain": summary(xml)})
         return result

@@ -9,9 +9,11 @@ import os
 import shutil
 import tempfile
 
+from . import _policy
 from . import record as record_mod
 from . import state as state_mod
-from . import transfer
+from ._transfer import local, markers, sender
+from ._transfer.progress import Progress
 from .connection import Connection, hostname, power_off, set_record, state_of
 from .domain import check_domain_name
 from .errors import ResizeError, ValidationError
@@ -20,9 +22,15 @@ from .faults import checkpoint
 from .flavor import MOVABLE_STATES
 
 
-def _known_hosts_line(dest, port, host_key):
-    name = dest if int(port) == 22 else "[%s]:%d" % (dest, int(port))
-    return "%s %s\n" % (name, host_key.strip())
+def _check_transfer(params, name, host):
+    """T1-T3 before anything is touched: what reaches ssh's command line and known_hosts."""
+    try:
+        _policy.known_hosts_line(params["dest"], params["dest_port"], params["dest_host_key"])
+        sender.ssh_argv(params["dest"], params["dest_port"], "key", "known", user=params["transfer_user"],
+                        cipher=params["ssh_cipher"] or None)
+    except ValidationError as exc:
+        exc.domain, exc.host = name, host
+        raise
 
 
 def power_off_migrate(params, check_mode):
@@ -32,6 +40,8 @@ def power_off_migrate(params, check_mode):
     if (params.get("bandwidth_limit") or 0) < 0:
         raise ValidationError("bandwidth_limit must be 0 (no limit) or a positive number of MiB/s, got %d"
                               % params["bandwidth_limit"], domain=name, host=host)
+    if not params.get("same_host"):
+        _check_transfer(params, name, host)
     with Connection(params["uri"]) as c:
         dom = c.find(name)
         if dom is None:
@@ -51,8 +61,8 @@ def power_off_migrate(params, check_mode):
         disks = inst["copy_disks"]
         same_host = bool(params.get("same_host"))
         for d in disks:
-            if same_host and os.path.lexists(d["path"] + transfer.BACKUP_SUFFIX):
-                raise ValidationError("a backup %s%s already exists" % (d["path"], transfer.BACKUP_SUFFIX),
+            if same_host and os.path.lexists(d["path"] + local.BACKUP_SUFFIX):
+                raise ValidationError("a backup %s%s already exists" % (d["path"], local.BACKUP_SUFFIX),
                                       domain=name, host=host,
                                       hint="it is left from an earlier resize: confirm or revert that first")
         plan = {"changed": True, "old_power_state": inst["state"],
@@ -72,12 +82,12 @@ def power_off_migrate(params, check_mode):
             rec["original_xml"] = inst["xml"]
             # Name the backups before making them, so that a rollback finds even a half-made one
             # (the paths were checked free above: whatever is there later is ours).
-            rec["disks"] = [{"path": d["path"], "backup": d["path"] + transfer.BACKUP_SUFFIX} for d in disks]
+            rec["disks"] = [{"path": d["path"], "backup": d["path"] + local.BACKUP_SUFFIX} for d in disks]
         else:
             rec["disks"] = plan_copy(disks, mid, name, host, params)
         rec = record_mod.transition(rec, "migrating", "powering off on %s" % host)
         set_record(dom, rec)
-        progress = transfer.Progress(state_mod.progress_path(params["state_dir"], mid),
+        progress = Progress(state_mod.progress_path(params["state_dir"], mid),
                                      [d for d, r in zip(disks, rec["disks"]) if not r.get("shared")],
                                      every=1.0)
         try:
@@ -93,7 +103,7 @@ def power_off_migrate(params, check_mode):
             checkpoint("shutdown")
             if same_host:
                 progress.set_phase("backing up on this host")
-                copied = [transfer.local_copy(d["path"], d["path"] + transfer.BACKUP_SUFFIX) for d in disks]
+                copied = [local.local_copy(d["path"], d["path"] + local.BACKUP_SUFFIX) for d in disks]
             else:
                 copied = copy_disks(disks, rec["disks"], params, progress)
             checkpoint("copy")
@@ -120,13 +130,13 @@ def _transfer_files(params):
         fh.write(params["transfer_private_key"].strip() + "\n")
     known = os.path.join(tmp, "known_hosts")
     with open(known, "w") as fh:
-        fh.write(_known_hosts_line(params["dest"], params["dest_port"], params["dest_host_key"]))
+        fh.write(_policy.known_hosts_line(params["dest"], params["dest_port"], params["dest_host_key"]))
     return tmp, key, known
 
 
 def _argv(params, key, known, compress=False):
-    return transfer.ssh_argv(params["dest"], params["dest_port"], key, known, user=params["transfer_user"],
-                             cipher=params["ssh_cipher"] or None, compress=compress)
+    return sender.ssh_argv(params["dest"], params["dest_port"], key, known, user=params["transfer_user"],
+                           cipher=params["ssh_cipher"] or None, compress=compress)
 
 
 def plan_copy(disks, mid, name, host, params):
@@ -134,8 +144,8 @@ def plan_copy(disks, mid, name, host, params):
     marker is here), and whether the destination can take the rest. Returns the record's disks."""
     entries = []
     for d in disks:
-        if transfer.ack_marker(d["path"], mid, host):
-            backup = d["path"] + transfer.BACKUP_SUFFIX
+        if markers.ack_marker(d["path"], mid, host):
+            backup = d["path"] + local.BACKUP_SUFFIX
             if os.path.lexists(backup):
                 raise ValidationError("a backup %s already exists" % backup, domain=name, host=host,
                                       hint="it is left from an earlier resize: confirm or revert that first")
@@ -147,9 +157,13 @@ def plan_copy(disks, mid, name, host, params):
         return entries
     tmp, key, known = _transfer_files(params)
     try:
-        reply = transfer.preflight(_argv(params, key, known), [d["path"] for d in to_send])
+        reply = sender.preflight(_argv(params, key, known), [d["path"] for d in to_send])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    if reply["parts"]:
+        raise ValidationError("%s on %s: left from an earlier copy, or planted; it is never followed or reused"
+                              % (", ".join(reply["parts"]), params["dest_host"]), domain=name, host=host,
+                              hint="remove it on the destination if no resize of this VM is running")
     if reply.get("present"):
         raise ValidationError("disk(s) %s already exist on %s, and their directory is not storage shared with "
                               "this host; they would be overwritten"
@@ -178,14 +192,14 @@ def copy_disks(disks, entries, params, progress):
         for d, entry in zip(disks, entries):
             if entry.get("shared"):
                 progress.set_phase("backing up on shared storage", disk=d["path"])
-                done = transfer.local_copy(d["path"], entry["backup"])
+                done = local.local_copy(d["path"], entry["backup"])
                 done["shared"] = True
                 progress.set_phase("copying")
             else:
                 progress.next_disk(d["path"])
                 compress = bool(params.get("compress")) and d.get("format") == "raw"
-                done = transfer.send(d["path"], _argv(params, key, known, compress), progress=progress.update,
-                                     bandwidth_limit=limit)
+                done = sender.send(d["path"], _argv(params, key, known, compress), progress=progress.update,
+                                   bandwidth_limit=limit)
                 done["compressed"] = compress
             out.append(done)
         return out

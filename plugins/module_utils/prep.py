@@ -6,18 +6,23 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import os
 
+from . import _policy
 from . import record as record_mod
 from . import state as state_mod
-from . import transfer
+from ._transfer import keys, local, markers, receiver
 from .connection import Connection, hostname
-from .domain import check_domain_name
+from .domain import check_domain_name, copy_disks, model_from_xml, parse_xml
 from .errors import ValidationError
 from .facts import gather
 from .faults import checkpoint
 from .flavor import GIB, capacity_reasons, normalize_flavor
+
+# How long the one-off key outlives the copy timeout (sshd refuses it by itself afterwards).
+KEY_MARGIN_SECONDS = 900
 
 
 def _check_disks(disks, name, host):
@@ -54,20 +59,38 @@ def _check_backups(disks, name, host):
         if disk.get("backing_file"):
             raise ValidationError("disk %s has a backing file (%s); images with backing chains are not "
                                   "supported yet" % (path, disk["backing_file"]), domain=name, host=host)
-        if os.path.lexists(path + transfer.BACKUP_SUFFIX):
-            raise ValidationError("a backup %s%s already exists" % (path, transfer.BACKUP_SUFFIX), domain=name,
+        if os.path.lexists(path + local.BACKUP_SUFFIX):
+            raise ValidationError("a backup %s%s already exists" % (path, local.BACKUP_SUFFIX), domain=name,
                                   host=host, hint="it is left from an earlier resize: confirm or revert that first")
         paths.append(path)
     return paths
 
 
-def _check_shared_files(files, name, host):
-    missing = [f for f in files if not os.path.exists(f)]
-    if missing:
-        raise ValidationError("file(s) the domain uses but does not own are missing on the destination: %s"
-                              % ", ".join(missing), domain=name, host=host,
-                              hint="kernels, initrds, firmware and ISO media must exist at the same path on "
-                                   "every hypervisor")
+def _check_domain(params, hv, name, host):
+    """docs/security.md: what the source's definition asks of this host, checked here against this
+    host's own roots and file system (P0-P3, D0-D8). The disks to receive are the domain's own."""
+    root = parse_xml(params["domain_xml"])
+    problems, _review = _policy.check_domain(root, hv["storage_roots"], params["allow_host_access"],
+                                             fs=_policy.LocalFS())
+    _policy.refuse(problems, domain=name, host=host)
+    model = model_from_xml(params["domain_xml"])
+    if model["name"] != name or model["uuid"] != params["uuid"]:
+        raise ValidationError("domain_xml is for %s (%s), not for %s (%s)" % (model["name"], model["uuid"], name,
+                                                                               params["uuid"]), domain=name, host=host)
+    listed = sorted(d.get("path") or "" for d in params["disks"])
+    own = sorted(d["path"] for d in copy_disks(model))
+    if listed != own:
+        raise ValidationError("disks %s are not the disks of domain_xml (%s)" % (", ".join(listed), ", ".join(own)),
+                              domain=name, host=host)
+
+
+def max_stream_size(disk):
+    """R2: the largest file the receiver accepts for a disk: its virtual size, plus room for a
+    qcow2's metadata growing while the VM still runs."""
+    virtual = int(disk.get("virtual_size") or 0)
+    if disk.get("format") == "raw":
+        return virtual
+    return virtual + virtual // 64 + (256 << 20)
 
 
 def _check_networks(interfaces, hv, name, host):
@@ -87,8 +110,9 @@ def prep(params, check_mode):
     flavor = normalize_flavor(params["flavor"], params["flavor"].get("name"))
     old_flavor = params.get("old_flavor")
     disks = params["disks"]
-    host_key = transfer.read_host_key(params["ssh_host_key"])
-    transfer.check_public_key(params["transfer_public_key"])
+    host_key = keys.read_host_key(params["ssh_host_key"])
+    _policy.check_public_key(params["transfer_public_key"])
+    _policy.check_allow(params["allow_host_access"])
     lock = contextlib.nullcontext() if check_mode else state_mod.locked(params["state_dir"])
     with lock:
         facts = gather({"uri": params["uri"], "state_dir": params["state_dir"],
@@ -114,8 +138,9 @@ def prep(params, check_mode):
         if same_host:
             paths, present = _check_backups(disks, name, host), []
         else:
+            _check_domain(params, hv, name, host)
+            sources = keys.source_addresses(params["source_address"] or params["source_host"])
             paths, present = _check_disks(disks, name, host)
-        _check_shared_files(params["shared_files"], name, host)
         _check_networks(params["interfaces"], hv, name, host)
         # Disks already here (shared storage) take no new space.
         disk_bytes = sum(int(d.get("allocation") or 0) for d in disks if d.get("path") not in present)
@@ -148,7 +173,7 @@ def prep(params, check_mode):
         result = {"changed": True, "migration_id": rec["id"], "migration": rec, "claim": rec["claim"],
                   "present": present,
                   "destination": {"hostname": host, "free_disk_bytes": hv["free_disk_bytes"]},
-                  "transfer": {"user": "root", "host_key": host_key}}
+                  "transfer": {"host_key": host_key}}
         if check_mode:
             result["migration_id"] = mid
             return result
@@ -157,19 +182,21 @@ def prep(params, check_mode):
             checkpoint("claim", domain=name, host=host)
             return result
         mdir = state_mod.migration_dir(params["state_dir"], rec["id"])
-        # The receiver may write only disks that are not here yet.
+        # The receiver may write only disks that are not here yet, each up to its size (R1, R2).
         state_mod.write_file(params["state_dir"], rec["id"], "allowed.json",
-                             json.dumps([p for p in paths if p not in present]))
+                             json.dumps({d["path"]: {"max_size": max_stream_size(d)} for d in disks
+                                         if d["path"] not in present}))
         # Every disk path, for the source's check before the power-off (it only reads).
         state_mod.write_file(params["state_dir"], rec["id"], "paths.json", json.dumps(paths))
         # One marker per disk directory: the source finds it there if the directory is shared.
         rec["markers"] = []
         for directory in sorted(set(os.path.dirname(p) for p in paths)):
-            rec["markers"].append(transfer.marker_path(os.path.join(directory, "x"), rec["id"]))
+            rec["markers"].append(markers.marker_path(os.path.join(directory, "x"), rec["id"]))
             state_mod.write_record(params["state_dir"], rec)  # named before made: revert finds it
-            transfer.make_marker(directory, rec["id"], host)
-        state_mod.write_file(params["state_dir"], rec["id"], "receive.py", transfer.RECEIVER, 0o700)
-        transfer.edit_authorized_keys(params["authorized_keys"],
-                                      add=transfer.authorized_line(params["transfer_public_key"], mdir, rec["id"]))
+            markers.make_marker(directory, rec["id"], host)
+        state_mod.write_file(params["state_dir"], rec["id"], "receive.py", inspect.getsource(receiver), 0o700)
+        keys.edit_authorized_keys(params["authorized_keys"],
+                                  add=keys.authorized_line(params["transfer_public_key"], mdir, rec["id"], sources,
+                                                           params["copy_timeout"] + KEY_MARGIN_SECONDS))
         checkpoint("claim", domain=name, host=host)
     return result

@@ -13,7 +13,7 @@ import datetime
 import json
 import uuid
 
-from .domain import RECORD_NS, RECORD_PREFIX
+from .domain import RECORD_NS, RECORD_PREFIX, parse_xml
 from .errors import ValidationError
 
 try:
@@ -95,7 +95,7 @@ def to_xml(rec):
 
 def embed(domain_xml, rec):
     """The domain XML with the record inside its <metadata>, so the domain carries it from birth."""
-    root = etree.fromstring(domain_xml.encode("utf-8") if isinstance(domain_xml, str) else domain_xml)
+    root = parse_xml(domain_xml)
     meta = root.find("metadata")
     if meta is None:
         meta = etree.SubElement(root, "metadata")
@@ -112,7 +112,7 @@ def from_xml(xml):
     """Parse what virDomainGetMetadata returns for RECORD_NS; None for no record."""
     if not xml:
         return None
-    el = etree.fromstring(xml.encode("utf-8") if isinstance(xml, str) else xml)
+    el = parse_xml(xml)
     if not el.text:
         return None
     return json.loads(el.text)

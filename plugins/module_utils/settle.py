@@ -15,7 +15,8 @@ import os
 
 from . import record as record_mod
 from . import state as state_mod
-from . import transfer
+from ._transfer import keys, local
+from ._transfer.wire import PART_SUFFIX
 from .connection import Connection, get_record, hostname, libvirt, libvirt_error, set_record, state_of
 from .domain import check_domain_name
 from .errors import ValidationError
@@ -50,6 +51,10 @@ def revert_destination(params, check_mode):
         if (drec and drec.get("id") == mid and drec.get("same_host")) or (srec and srec.get("same_host")):
             # Same host: the domain carrying this id is the VM itself. Never remove it.
             return revert_in_place(params, check_mode, c, dom, drec if (drec or {}).get("id") == mid else None)
+        if drec and drec.get("id") == mid and drec.get("status") in ("confirming", "confirmed"):
+            # V1: after confirm the domain here is the VM's only home; never remove it.
+            raise ValidationError("migration %s is %s here: the VM lives on this host now; refusing to remove it"
+                                  % (mid, drec["status"]), domain=name, host=host)
         if dom is not None:
             rec = drec
             if rec and rec.get("id") == mid:
@@ -61,10 +66,10 @@ def revert_destination(params, check_mode):
         allowed = []
         if os.path.exists(allowed_path):
             with open(allowed_path) as fh:
-                allowed = json.load(fh)
+                allowed = list(json.load(fh))  # the paths prep let the receiver write
         for entry in state_mod.received(params["state_dir"], mid):
             files.append(entry["path"])
-        files += [p + ".hvresize-part" for p in allowed + files]
+        files += [p + PART_SUFFIX for p in allowed + files]
         for path in sorted(set(files)):
             if os.path.lexists(path):
                 actions.append("delete %s" % path)
@@ -77,10 +82,10 @@ def revert_destination(params, check_mode):
                 actions.append("delete marker %s" % path)
         if not check_mode:
             remove_markers(srec or {})
-        if transfer.has_key(params["authorized_keys"], mid):
+        if keys.has_key(params["authorized_keys"], mid):
             actions.append("revoke transfer key")
             if not check_mode:
-                transfer.edit_authorized_keys(params["authorized_keys"], remove_id=mid)
+                keys.edit_authorized_keys(params["authorized_keys"], remove_id=mid)
         if os.path.isdir(state_mod.migration_dir(params["state_dir"], mid)):
             actions.append("release claim")
             if not check_mode:
@@ -99,7 +104,7 @@ def revert_in_place(params, check_mode, c, dom, drec):
         backup = d.get("backup")
         if backup and os.path.exists(backup):
             actions.append(("restore %s from %s" % (d["path"], backup)) if modified else ("delete backup %s" % backup))
-        part = (backup or d["path"] + transfer.BACKUP_SUFFIX) + ".hvresize-part"
+        part = (backup or d["path"] + local.BACKUP_SUFFIX) + PART_SUFFIX
         if os.path.lexists(part):
             actions.append("delete %s" % part)
     if modified:
@@ -121,7 +126,7 @@ def revert_in_place(params, check_mode, c, dom, drec):
                 os.replace(backup, d["path"])
             else:
                 os.unlink(backup)
-        part = (backup or d["path"] + transfer.BACKUP_SUFFIX) + ".hvresize-part"
+        part = (backup or d["path"] + local.BACKUP_SUFFIX) + PART_SUFFIX
         if os.path.lexists(part):
             os.unlink(part)
     if modified:
@@ -154,9 +159,9 @@ def revert_source(params, check_mode):
         final = "error" if params.get("rollback") else "reverted"
         # Shared storage: the destination may have grown and used the very same disk; its backup,
         # taken while the VM was off, goes back over it (the backup exists only once complete).
-        restore = [d for d in rec.get("disks", []) if d.get("shared") and os.path.exists(d.get("backup") or "")]
-        parts = [d["backup"] + ".hvresize-part" for d in rec.get("disks", [])
-                 if d.get("shared") and os.path.lexists((d.get("backup") or "") + ".hvresize-part")]
+        restore = [d for d in rec.get("disks", []) if d.get("shared") and local.is_regular(d.get("backup") or "")]
+        parts = [d["backup"] + PART_SUFFIX for d in rec.get("disks", [])
+                 if d.get("shared") and os.path.lexists((d.get("backup") or "") + PART_SUFFIX)]
         if restore and dom.isActive():
             raise ValidationError("the source domain is running; refusing to restore its shared disks under it",
                                   domain=name, host=host)
@@ -217,7 +222,7 @@ def confirm_destination(params, check_mode):
         srec = state_mod.read_record(params["state_dir"], mid)
         remove_markers(srec or {})
         state_mod.remove(params["state_dir"], mid)
-        transfer.edit_authorized_keys(params["authorized_keys"], remove_id=mid)
+        keys.edit_authorized_keys(params["authorized_keys"], remove_id=mid)
         return {"changed": True, "migration": rec, "actions": ["record confirmed", "release claim"]}
 
 

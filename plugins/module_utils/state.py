@@ -26,7 +26,7 @@ ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 
 
 def check_id(migration_id):
-    if not isinstance(migration_id, str) or not ID_RE.match(migration_id):
+    if not isinstance(migration_id, str) or not ID_RE.fullmatch(migration_id):
         raise ValidationError("%r is not a migration id (a UUID)" % (migration_id,))
     return migration_id
 
@@ -80,7 +80,7 @@ def records(state_dir):
     if not os.path.isdir(base):
         return out
     for name in sorted(os.listdir(base)):
-        if ID_RE.match(name):
+        if ID_RE.fullmatch(name):
             rec = read_record(state_dir, name)
             if rec:
                 out.append(rec)

@@ -27,6 +27,7 @@ extends_documentation_fragment:
   - hypervisor.resize.connection.attributes
   - hypervisor.resize.connection.migration
   - hypervisor.resize.connection.authorized_keys
+  - hypervisor.resize.connection.policy
   - hypervisor.resize.connection.state_dir
 options:
   domain_xml:
@@ -116,6 +117,7 @@ def main():
         state_dir=True,
         migration=True,
         authorized_keys=True,
+        policy=True,
         supports_check_mode=True,
     )
     module.run(lambda m: finish(m.params, m.check_mode))

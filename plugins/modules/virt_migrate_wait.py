@@ -112,31 +112,14 @@ progress_lines:
   sample: 4
 """
 
-import json
 import os
-import time
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.hypervisor.resize.plugins.module_utils._transfer.progress import read_json, watch_job
 from ansible_collections.hypervisor.resize.plugins.module_utils.common import STATE_DIR_ARGS
-from ansible_collections.hypervisor.resize.plugins.module_utils.errors import ValidationError
+from ansible_collections.hypervisor.resize.plugins.module_utils.errors import ResizeError
 from ansible_collections.hypervisor.resize.plugins.module_utils.state import progress_path
-
-
-def read_json(path):
-    try:
-        with open(path) as fh:
-            return json.load(fh)
-    except (OSError, ValueError):
-        return None  # absent, or between two rewrites
-
-
-def job_state(path):
-    """The async job's result once it has ended, else None (as async_status reads that file)."""
-    data = read_json(path)
-    if data is None or ("started" in data and not data.get("finished")):
-        return None
-    return data
 
 
 def main():
@@ -147,34 +130,22 @@ def main():
             migration_id=dict(type="str", required=True),
             interval=dict(type="float", default=3),
             timeout=dict(type="int", default=21600),
-            # Set by the action: where async jobs write their results, and how long to watch here.
             async_dir=dict(type="path"),
             watch=dict(type="float", default=0),
         ),
         supports_check_mode=True,
     )
     p = module.params
+    result = {"changed": False}
     try:
         path = progress_path(p["state_dir"], p["migration_id"])
-    except ValidationError as exc:
-        module.fail_json(**exc.to_result())
-    result = {"changed": False}
-    if p["jid"] and p["async_dir"]:
-        # Watch the job here, on the source: its end is seen within a tenth of a second, and
-        # the controller makes one round trip per progress line.
-        job_file = os.path.join(p["async_dir"], p["jid"])
-        deadline = time.monotonic() + max(p["watch"], 0)
-        while True:
-            if not os.path.exists(job_file):
-                module.fail_json(msg="could not find the copy job %s in %s" % (p["jid"], p["async_dir"]))
-            job = job_state(job_file)
+        if p["jid"] and p["async_dir"]:
+            # Watched here, on the source: the job's end is seen within a tenth of a second.
+            job = watch_job(os.path.join(p["async_dir"], p["jid"]), p["watch"])
             if job is not None:
-                os.unlink(job_file)  # what async_status mode=cleanup does
                 result["job"] = job
-                break
-            if time.monotonic() >= deadline:
-                break
-            time.sleep(0.1)
+    except ResizeError as exc:
+        module.fail_json(**exc.to_result())
     result["progress"] = read_json(path)
     result["path"] = path if os.path.exists(path) else None
     module.exit_json(**result)

@@ -15,11 +15,14 @@ description:
     libvirt network or shared boot file is missing, another
     migration of the VM is open here, or the host lacks vCPUs, memory or disk for the new flavor
     (allocation ratios and reserved memory as Nova counts them, outstanding claims included).
+  - Trusts nothing the source's definition says (docs/security.md) - O(domain_xml) is checked
+    against this host's rules first, each refusal naming the element, the path and the rule.
   - Otherwise, under a lock on O(state_dir) so that concurrent resizes cannot overbook the host,
     records a claim, opens the migration record (status C(pre-migrating)), and authorizes the
-    one-off O(transfer_public_key) for root with a forced command that can do nothing but receive
-    this migration's disks into their listed paths. The key is revoked when the migration
-    finishes or is reverted. The private half never comes here.
+    one-off O(transfer_public_key) for root with C(restrict), C(from=) the source's address,
+    C(expiry-time=) and a forced command that can do nothing but receive this migration's disks
+    into their listed paths. The key is revoked when the migration finishes or is reverted, and
+    expires by itself. The private half never comes here.
   - Disk paths that exist here already are not refused yet. They are either on storage shared
     with the source, or stale files. It leaves a marker C(.hvresize-shared-<migration_id>) in
     each disk directory; M(hypervisor.resize.virt_power_off_migrate) finds it on the source only
@@ -32,6 +35,7 @@ extends_documentation_fragment:
   - hypervisor.resize.connection
   - hypervisor.resize.connection.attributes
   - hypervisor.resize.connection.authorized_keys
+  - hypervisor.resize.connection.policy
   - hypervisor.resize.connection.state_dir
 options:
   instance:
@@ -76,20 +80,30 @@ options:
     type: list
     elements: dict
     required: true
-  shared_files:
-    description: Files the domain uses that must already exist here (kernel, initrd, firmware, ISO media).
-    type: list
-    elements: path
-    default: []
+  domain_xml:
+    description:
+      - The domain as it will be defined here (rendered from the source's definition and the new
+        flavor). Checked here, against this host's own rules, before anything is written - every
+        element and host path it names (docs/security.md); files it only reads (kernel, initrd,
+        firmware, ISO media) must already exist here. Its disks must be O(disks).
+    type: str
+    required: true
+  source_address:
+    description:
+      - Address the source connects from for the copy (a host name, resolved here, or an IP
+        address). The one-off key is accepted only from there (C(from=)). Defaults to O(source_host).
+    type: str
+  copy_timeout:
+    description:
+      - Seconds the copy may take. The one-off key expires by itself that long (plus 15 minutes)
+        after this step (C(expiry-time=)), even if nothing revokes it.
+    type: int
+    default: 21600
   interfaces:
     description: NICs of the domain (C(type), C(source)); their bridges or networks must exist here.
     type: list
     elements: dict
     default: []
-  instances_path:
-    description: Directory whose free space counts as the host's disk capacity.
-    type: path
-    default: /var/lib/libvirt/images
   cpu_allocation_ratio:
     description: vCPUs per physical CPU. Nova's default is 4.0.
     type: float
@@ -163,11 +177,12 @@ destination:
   sample: {hostname: hv2, free_disk_bytes: 85899345920}
 transfer:
   description:
-    - What the source needs to reach this host for the copy - the user the key is authorized for,
-      and this host's public ssh host key, which the source checks instead of trusting blindly.
+    - What the source needs to reach this host for the copy - this host's public ssh host key,
+      which the source pins (after checking it is one key, nothing more) instead of trusting blindly.
+      The user the source logs in as is the role variable C(resize_transfer_user), never taken from here.
   returned: always
   type: dict
-  sample: {user: root, host_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI..."}
+  sample: {host_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI..."}
 """
 
 from ansible_collections.hypervisor.resize.plugins.module_utils.common import ResizeModule
@@ -185,9 +200,10 @@ def main():
             flavor=dict(type="dict", required=True),
             old_flavor=dict(type="dict"),
             disks=dict(type="list", elements="dict", required=True),
-            shared_files=dict(type="list", elements="path", default=[]),
+            domain_xml=dict(type="str", required=True),
+            source_address=dict(type="str"),
+            copy_timeout=dict(type="int", default=21600),
             interfaces=dict(type="list", elements="dict", default=[]),
-            instances_path=dict(type="path", default="/var/lib/libvirt/images"),
             cpu_allocation_ratio=dict(type="float"),
             ram_allocation_ratio=dict(type="float"),
             disk_allocation_ratio=dict(type="float"),
@@ -197,6 +213,7 @@ def main():
         ),
         state_dir=True,
         authorized_keys=True,
+        policy=True,
         supports_check_mode=True,
     )
     module.run(lambda m: prep(m.params, m.check_mode))

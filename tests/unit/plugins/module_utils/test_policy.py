@@ -1,0 +1,196 @@
+"""docs/security.md's domain and path rules (D0-D8, P0-P3), table-driven: a source that is
+compromised writes whatever domain definition it likes; each row is one such definition."""
+
+import os
+import stat
+from types import SimpleNamespace
+
+import pytest
+
+from ansible_collections.hypervisor.resize.plugins.module_utils import _policy
+from ansible_collections.hypervisor.resize.plugins.module_utils.domain import parse_xml
+from ansible_collections.hypervisor.resize.plugins.module_utils.errors import ValidationError
+
+FIXTURE = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "web01.xml")
+ROOTS = ["/var/lib/libvirt/images"]
+
+BASE = """<domain type='qemu' %(ns)s>
+  <name>vm</name><uuid>00000000-0000-0000-0000-000000000001</uuid>
+  <memory unit='MiB'>128</memory><vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>/var/lib/libvirt/boot/k</kernel><initrd>/var/lib/libvirt/boot/i</initrd></os>
+  %(top)s
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
+      <source file='/var/lib/libvirt/images/vm.qcow2'/><target dev='vda' bus='virtio'/></disk>
+    <serial type='file'><source path='/var/log/libvirt/qemu/vm-console.log'/><target port='0'/></serial>
+    %(dev)s
+  </devices>
+</domain>"""
+QEMU_NS = "xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'"
+
+
+def domain(dev="", top="", ns=""):
+    return parse_xml(BASE % {"dev": dev, "top": top, "ns": ns})
+
+
+def problems(root, allow=(), fs=None, roots=None):
+    return _policy.check_domain(root, ROOTS if roots is None else roots, allow, fs=fs)[0]
+
+
+def test_an_ordinary_domain_passes():
+    assert problems(domain()) == []
+    with open(FIXTURE) as fh:
+        web01 = parse_xml(fh.read())
+    assert problems(web01, roots=ROOTS + ["/srv/iso"]) == []  # its ISO sits in a pool
+    assert any("/srv/iso/tools.iso is outside" in p and "libvirt dir pool" in p for p in problems(web01))
+
+
+@pytest.mark.parametrize("dev,top,ns,rule,optin", [
+    ("<hostdev mode='subsystem' type='pci'><source><address domain='0' bus='1' slot='0' function='0'/></source>"
+     "</hostdev>", "", "", "D1", "hostdev"),
+    ("<interface type='hostdev'><source><address type='pci' bus='1' slot='0'/></source></interface>", "", "", "D1",
+     "hostdev"),
+    ("<tpm model='tpm-tis'><backend type='passthrough'><device path='/dev/tpm0'/></backend></tpm>", "", "", "D1",
+     "hostdev"),
+    ("<input type='evdev'><source dev='/dev/input/event0'/></input>", "", "", "D1", "hostdev"),
+    ("<shmem name='x'><model type='ivshmem-plain'/></shmem>", "", "", "D1", "hostdev"),
+    ("<rng model='virtio'><backend model='random'>/etc/shadow</backend></rng>", "", "", "D1", "hostdev"),
+    ("<filesystem type='mount'><source dir='/etc'/><target dir='etc'/></filesystem>", "", "", "D2", "filesystem"),
+    ("<disk type='dir' device='disk'><source dir='/etc'/><target dev='vdb'/></disk>", "", "", "D2", "filesystem"),
+    ("", "<qemu:commandline><qemu:arg value='-device'/></qemu:commandline>", QEMU_NS, "D3", "qemu_namespace"),
+    ("<disk type='block' device='disk'><source dev='/dev/sda'/><target dev='vdb'/><readonly/></disk>", "", "", "D4",
+     "host_block_device"),
+    ("<disk type='file' device='cdrom'><source file='/dev/sr0'/><target dev='hdc'/><readonly/></disk>", "", "", "D4",
+     "host_block_device"),
+    ("<serial type='dev'><source path='/dev/ttyS0'/><target port='1'/></serial>", "", "", "D5", "host_char_device"),
+    ("<channel type='pipe'><source path='/tmp/p'/><target type='virtio' name='x'/></channel>", "", "", "D5",
+     "host_char_device"),
+    ("", "<seclabel type='static' model='dac' relabel='no'><label>+0:+0</label></seclabel>", "", "D6", "seclabel"),
+    ("", "<seclabel type='none'/>", "", "D6", "seclabel"),
+    ("<interface type='ethernet'><script path='/tmp/evil.sh'/></interface>", "", "", "D7", "host_script"),
+])
+def test_host_access_is_refused_unless_the_operator_opts_in(dev, top, ns, rule, optin):
+    got = problems(domain(dev, top, ns))
+    assert got and all("[rule %s," % rule in p for p in got), got
+    assert "resize_allow_host_access: [%s]" % optin in got[0]
+    assert problems(domain(dev, top, ns), allow=[optin]) == []
+
+
+@pytest.mark.parametrize("dev,top,rule,needle", [
+    ("<disk type='file' device='disk'><source file='/etc/cron.d/x'/><target dev='vdb'/></disk>", "", "P1",
+     "/etc/cron.d/x"),
+    ("<disk type='file' device='disk'><source file='/root/.ssh/authorized_keys2'/><target dev='vdb'/></disk>", "",
+     "P1", "authorized_keys2"),
+    ("<disk type='file' device='disk'><source file='/var/lib/libvirt/images/../../../etc/x'/><target dev='vdb'/>"
+     "</disk>", "", "P1", "not a normalized absolute path"),
+    ("<disk type='file' device='disk'><source file='/var/lib/libvirt/images/.ssh/x'/><target dev='vdb'/></disk>",
+     "", "P1", "hidden component"),
+    ("<disk type='file' device='disk'><source file='/var/lib/libvirt/images/x.hvresize-part'/><target dev='vdb'/>"
+     "</disk>", "", "P1", "reserved"),
+    ("<disk type='file' device='cdrom'><source file='/etc/shadow'/><target dev='hdc'/><readonly/></disk>", "", "P2",
+     "/etc/shadow"),
+    ("<serial type='pty'><log file='/etc/hvr.log'/><target port='1'/></serial>", "", "P1", "/etc/hvr.log"),
+    ("<console type='file'><source path='/root/.bashrc'/><target type='serial'/></console>", "", "P1", ".bashrc"),
+    ("<channel type='unix'><source mode='bind' path='/etc/x.sock'/><target type='virtio' name='x'/></channel>", "",
+     "P1", "/etc/x.sock"),
+    ("<audio id='1' type='file' path='/etc/profile.d/x.sh'/>", "", "P1", "profile.d"),
+    ("", "<sysinfo type='fwcfg'><entry name='opt/x' file='/etc/shadow'/></sysinfo>", "P2", "/etc/shadow"),
+    ("<graphics type='vnc' socket='/root/x.sock'/>", "", "P1", "/root/x.sock"),
+    ("<disk type='volume' device='disk'><source pool='default' volume='other.qcow2'/><target dev='vdb'/></disk>",
+     "", "P3", "pool volume"),
+    ("<emulator>/tmp/evil</emulator>", "", "D8", "not a QEMU binary"),
+    ("<watchdog model='i6300esb' action='reset'><x path='/etc/y'/></watchdog>", "", "P0", "/etc/y"),
+    ("<newdevice/>", "", "D0", "newdevice"),
+    ("", "<bootloader>/usr/bin/pygrub</bootloader>", "D8", "bootloader"),
+])
+def test_host_paths_outside_the_rules_are_refused(dev, top, rule, needle):
+    got = problems(domain(dev, top))
+    assert any("[rule %s," % rule in p and needle in p for p in got), got
+
+
+def test_opt_ins_are_per_kind():
+    root = domain("<hostdev mode='subsystem' type='usb'><source><vendor id='0x1'/><product id='0x2'/></source>"
+                  "</hostdev><filesystem type='mount'><source dir='/srv'/><target dir='s'/></filesystem>")
+    got = problems(root, allow=["hostdev"])
+    assert len(got) == 1 and "[rule D2," in got[0]
+    with pytest.raises(ValidationError, match="unknown host access opt-in"):
+        problems(root, allow=["everything"])
+
+
+def test_metadata_is_opaque():
+    top = "<metadata><app:x xmlns:app='urn:x' path='/etc/shadow'>/root</app:x></metadata>"
+    assert problems(domain(top=top)) == []
+
+
+# --- on the host, with a file system --------------------------------------------------------------
+
+class FakeFS:
+    """{path: 'dir' | 'file' | 'link:target' | 'sock'}"""
+
+    def __init__(self, tree):
+        self.tree = tree
+
+    def lstat(self, path):
+        kind = self.tree.get(path)
+        if kind is None:
+            return None
+        mode = {"dir": stat.S_IFDIR, "file": stat.S_IFREG, "sock": stat.S_IFSOCK}.get(kind, stat.S_IFLNK)
+        return SimpleNamespace(st_mode=mode | 0o644)
+
+    def realpath(self, path):
+        kind = self.tree.get(path, "")
+        return kind[5:] if kind.startswith("link:") else path
+
+
+HOST = {"/var/lib/libvirt/images": "dir", "/var/lib/libvirt/boot/k": "file", "/var/lib/libvirt/boot/i": "file",
+        "/var/log/libvirt": "dir", "/var/log/libvirt/qemu": "dir", "/usr/bin/qemu-system-x86_64": "file"}
+
+
+def test_on_the_host_an_ordinary_domain_passes():
+    assert problems(domain(), fs=FakeFS(HOST)) == []
+
+
+@pytest.mark.parametrize("extra,needle", [
+    ({"/var/lib/libvirt/images/sub": "link:/etc"}, "is a symbolic link"),
+    ({"/var/lib/libvirt/images/sub": "file"}, "is not a directory"),
+    ({"/var/lib/libvirt/images/sub": "dir", "/var/lib/libvirt/images/sub/vm.qcow2": "link:/etc/shadow"},
+     "is a symbolic link"),
+    ({"/var/lib/libvirt/images/sub": "dir", "/var/lib/libvirt/images/sub/vm.qcow2": "sock"}, "not a regular file"),
+    ({}, "does not exist"),
+])
+def test_on_the_host_disk_paths_resolve_without_links(extra, needle):
+    dev = "<disk type='file' device='disk'><source file='/var/lib/libvirt/images/sub/vm.qcow2'/><target dev='vdb'/></disk>"
+    got = problems(domain(dev), fs=FakeFS(dict(HOST, **extra)))
+    assert any(needle in p and "[rule P1," in p for p in got), got
+
+
+def test_on_the_host_read_only_files_must_exist_and_resolve_inside_the_read_roots():
+    dev = "<disk type='file' device='cdrom'><source file='/var/lib/libvirt/images/x.iso'/><target dev='hdc'/>" \
+          "<readonly/></disk>"
+    got = problems(domain(dev), fs=FakeFS(HOST))
+    assert any("does not exist" in p and "[rule P2," in p for p in got), got
+    got = problems(domain(dev), fs=FakeFS(dict(HOST, **{"/var/lib/libvirt/images/x.iso": "link:/etc/shadow"})))
+    assert any("resolves to /etc/shadow" in p for p in got), got
+    assert problems(domain(dev), fs=FakeFS(dict(HOST, **{"/var/lib/libvirt/images/x.iso": "file"}))) == []
+
+
+def test_storage_roots_never_include_system_directories():
+    roots, dropped = _policy.storage_roots(["/var/lib/libvirt/images", "/", "/etc", "/etc/pools", "/srv/vm", "rel",
+                                            "/var/lib/libvirt/images"])
+    assert roots == ["/var/lib/libvirt/images", "/srv/vm"]
+    assert dropped == ["/", "/etc", "/etc/pools", "rel"]
+
+
+def test_a_pool_that_contains_system_directories_still_never_reaches_them():
+    dev = "<disk type='file' device='disk'><source file='/var/lib/libvirt/hvresize/x'/><target dev='vdb'/></disk>"
+    got = problems(domain(dev), roots=["/var/lib/libvirt"])
+    assert any("never a storage root" in p for p in got), got
+
+
+def test_refuse_names_every_problem_and_the_rule_document():
+    with pytest.raises(ValidationError) as err:
+        _policy.refuse(["a [rule D1, docs/security.md]", "b"], domain="vm", host="hv2")
+    assert "a [rule D1, docs/security.md]; b" in err.value.full_message() and "nothing was changed" in \
+        err.value.full_message()
