@@ -70,9 +70,12 @@ options:
       - V(host_char_device) - serial, console or channel devices on host devices or pipes (D5).
       - V(seclabel) - security labels that relax the confinement libvirt gives the guest (D6).
       - V(host_script) - interface scripts run on the host (D7).
+      - V(host_network) - network disks, interfaces other than bridge and network, host-side
+        addresses and routes, TCP/UDP character devices (D9).
     type: list
     elements: str
-    choices: [hostdev, filesystem, qemu_namespace, host_block_device, host_char_device, seclabel, host_script]
+    choices: [hostdev, filesystem, qemu_namespace, host_block_device, host_char_device, seclabel, host_script,
+              host_network]
     default: []
   instances_path:
     description:

@@ -18,7 +18,14 @@ from ansible.errors import AnsibleFilterError
 
 from ansible_collections.hypervisor.resize.plugins.module_utils import _policy
 from ansible_collections.hypervisor.resize.plugins.module_utils import record as record_mod
-from ansible_collections.hypervisor.resize.plugins.module_utils.domain import check_domain_name, parse_xml
+from ansible_collections.hypervisor.resize.plugins.module_utils.domain import (
+    check_domain_name,
+    copy_disks,
+    model_from_xml,
+    parse_xml,
+    role_disk,
+    root_disk,
+)
 from ansible_collections.hypervisor.resize.plugins.module_utils.errors import ResizeError
 from ansible_collections.hypervisor.resize.plugins.module_utils.flavor import (
     capacity_reasons,
@@ -79,7 +86,26 @@ def resize_locate(results, instance):
                           % (instance, ", ".join(h for h, _inst in found)),
                           hint="undefine the stale copy; a resize needs exactly one source")
     host, inst = found[0]
-    return {"host": host, "instance": inst}
+    return {"host": host, "instance": _from_own_parse(inst)}
+
+
+def _from_own_parse(inst):
+    """The instance with its model, disks, NICs and boot files parsed here from the source's XML,
+    not as the source reported them: what the controller reviews is what it renders (the source
+    only contributes sizes, per disk path)."""
+    if not inst.get("xml"):
+        return inst
+    model = model_from_xml(inst["xml"])
+    sizes = {d.get("path"): {k: d.get(k) for k in ("virtual_size", "allocation", "file_size", "backing_file",
+                                                      "data_file")}
+             for d in inst.get("disks") or [] if d.get("path")}
+    disks = [dict(d, **sizes.get(d["path"], {})) for d in model["disks"]]
+    if model["name"] != inst.get("name") or model["uuid"] != inst.get("uuid"):
+        raise ResizeError("the source's report of VM %s does not match its own definition" % inst.get("name"))
+    return dict(inst, model=model, disks=disks, copy_disks=copy_disks(disks), root_disk=root_disk(disks),
+                ephemeral_disk=role_disk(disks, "ephemeral"), swap_disk=role_disk(disks, "swap"),
+                interfaces=model["interfaces"], boot_files=model["boot_files"], vcpus=model["vcpus"],
+                memory_mb=model["memory_mb"])
 
 
 def _move_review(instance, allow):
@@ -87,7 +113,7 @@ def _move_review(instance, allow):
     another host, and its host paths (checked per host against that host's roots)."""
     if not instance.get("xml"):
         return [], []
-    rv = _policy.review_domain(parse_xml(instance["xml"]), allow)
+    rv = _policy.review_domain(parse_xml(instance["xml"]), allow, source=True)
     return [text for _rule, text in rv.refusals], rv.paths
 
 
@@ -205,7 +231,10 @@ def resize_migration(results, instance):
     for host, res in sorted(_facts(results).items()):
         inst = None if res.get("failed") else res.get("instance")
         rec = (inst or {}).get("migration")
-        if rec and rec.get("id"):
+        # A host speaks only for itself: a record that names neither it as source nor as
+        # destination, or names a host outside the inventory, is not believed.
+        if rec and rec.get("id") and host in (rec.get("source"), rec.get("dest")) \
+                and rec.get("source") in results and rec.get("dest") in results:
             seen.setdefault(rec["id"], {})[host] = rec
     for mid, hosts in sorted(seen.items()):
         source = dest = None
@@ -237,13 +266,25 @@ def resize_due(results, window_seconds, now):
     if window < 0:
         raise ResizeError("the confirm window must not be negative, got %d" % window)
     ref = _parse_time(now)
+    facts = _facts(results)
+    sources = {}
+    for host, res in facts.items():
+        for dom in (res.get("hypervisor") or {}).get("domains", []):
+            rec = dom.get("migration") or {}
+            if rec.get("source") == host and rec.get("status") == "post-migrating" and rec.get("updated"):
+                sources[(dom["name"], rec.get("id"), host)] = rec
     due = []
-    for host, res in sorted(_facts(results).items()):
+    for host, res in sorted(facts.items()):
         for dom in (res.get("hypervisor") or {}).get("domains", []):
             rec = dom.get("migration") or {}
             if rec.get("status") != "finished" or rec.get("dest") != host or not rec.get("updated"):
                 continue
-            age = (ref - _parse_time(rec["updated"])).total_seconds()
+            # The source must agree (its record of the same migration, copy done): the destination
+            # alone cannot make a resize due, and its clock counts only from the source's word.
+            src = sources.get((dom["name"], rec.get("id"), rec.get("source")))
+            if not src:
+                continue
+            age = min(ref - _parse_time(rec["updated"]), ref - _parse_time(src["updated"])).total_seconds()
             if age >= window:
                 due.append({"instance": dom["name"], "id": rec["id"], "source": rec.get("source"), "dest": host,
                             "age_seconds": int(age)})

@@ -11,8 +11,9 @@ system is reached only through the `fs` object passed in (`LocalFS` on a host, a
 Rule ids (docs/security.md explains each):
   T1 transfer user   T2 host key   T3 ssh command line / addresses   T4 one-off key options
   P0 unclassified host path   P1 written paths   P2 read-only paths   P3 disks that cannot be checked
-  D0 unknown element  D1 host devices  D2 host file systems  D3 hypervisor-specific namespaces
-  D4 host block devices  D5 host character devices  D6 confinement  D7 host scripts  D8 executables
+  D0 unknown element  D1 host devices and resources  D2 host file systems  D3 hypervisor-specific
+  namespaces  D4 host block devices  D5 host character devices and sockets  D6 confinement  D7 host
+  scripts  D8 executables  D9 host network identity  P4 another domain's files  X2 our record
 """
 
 from __future__ import annotations
@@ -30,9 +31,13 @@ SECURITY_DOC = "docs/security.md"
 # Opt-ins an operator may give per VM (role variable resize_allow_host_access) for a move to
 # another host: each lets the named kind of host access travel with the VM.
 ALLOW_CHOICES = ("hostdev", "filesystem", "qemu_namespace", "host_block_device", "host_char_device",
-                 "seclabel", "host_script")
+                 "seclabel", "host_script", "host_network")
 _OPT_IN = {"D1": "hostdev", "D2": "filesystem", "D3": "qemu_namespace", "D4": "host_block_device",
-           "D5": "host_char_device", "D6": "seclabel", "D7": "host_script"}
+           "D5": "host_char_device", "D6": "seclabel", "D7": "host_script", "D9": "host_network"}
+# Image formats whose every host reference qemu-img shows (backing file, data file); others (vmdk
+# extents, ...) could name host files no check sees.
+IMAGE_FORMATS = ("raw", "qcow2")
+RECORD_NS = "https://hypervisor-resize.dev/xmlns/migration/1"
 
 # Never a storage root, whatever a pool says; a path under one of these is refused (P1).
 DENY = ("/etc", "/root", "/boot", "/dev", "/proc", "/sys", "/run", "/var/run", "/bin", "/sbin",
@@ -71,6 +76,7 @@ DEVICES = frozenset((
 _CHAR_DEVICES = ("serial", "parallel", "console", "channel", "redirdev")
 # Text that may start with "/" without being a host path.
 _FREE_TEXT = frozenset(("description", "title", "cmdline", "label", "imagelabel", "baselabel"))
+_FREE_ATTRS = frozenset(("passwd",))
 
 
 def _rule(rule_id):
@@ -110,8 +116,9 @@ def check_public_key(line, what="transfer_public_key"):
 
 
 def check_address(address, what="address"):
-    """T3: a host name or an IP address, nothing an ssh option or a shell could read otherwise."""
-    if isinstance(address, str):
+    """T3: a host name or an IP address, nothing an ssh option or a shell could read otherwise
+    (no IPv6 scope id either: it may hold any character)."""
+    if isinstance(address, str) and "%" not in address and address == address.strip():
         try:
             return str(ipaddress.ip_address(address))
         except ValueError:
@@ -170,6 +177,7 @@ class Review:
         self.refusals = []
         self.paths = []
         self.classified = set()
+        self.source = False
 
     def refuse(self, rule, what):
         if _OPT_IN.get(rule) in self.allow:
@@ -183,9 +191,13 @@ class Review:
             self.paths.append({"kind": kind, "path": value, "what": what or _describe(el)})
 
 
-def review_domain(root, allow=()):
-    """Review a parsed <domain> (lxml element) for a move to another host. Returns a Review."""
+def review_domain(root, allow=(), source=False):
+    """Review a parsed <domain> (lxml element) for a move to another host. Returns a Review.
+
+    source: `root` is the source's own definition (the controller's review), which carries the
+    source's records; the definition rendered for the destination never does (X2)."""
     rv = Review(check_allow(allow))
+    rv.source = source
     for child in root:
         if not isinstance(child.tag, str):
             continue
@@ -212,7 +224,12 @@ def _foreign(el):
 
 def _namespaces(root, rv):
     for el in root.iter():
-        if not isinstance(el.tag, str) or _in_metadata(el):
+        if not isinstance(el.tag, str):
+            continue
+        if _in_metadata(el):
+            if el.tag.startswith("{%s}" % RECORD_NS) and not rv.source:
+                rv.refusals.append(("X2", "<metadata> holds an element in hypervisor.resize's record namespace; "
+                                          "only this host writes its records %s" % _rule("X2")))
             continue
         if _foreign(el):
             rv.refuse("D3", "element %s in namespace %s" % (el.tag.split("}", 1)[1], el.tag[1:].split("}", 1)[0]))
@@ -236,6 +253,11 @@ def _os_and_sysinfo(root, rv):
         for tag in ("kernel", "initrd", "dtb", "loader"):
             for el in os_el.findall(tag):
                 rv.path("read", (el.text or "").strip(), el, what="<os><%s>" % tag)
+                if tag == "loader" and el.get("readonly") == "no":
+                    rv.refuse("D1", "<os><loader readonly='no'> lets the guest write a host file")
+        for el in os_el.findall("smbios"):
+            if el.get("mode") == "host":
+                rv.refuse("D1", "<os><smbios mode='host'> shows the guest the host's SMBIOS (serial numbers)")
         for el in os_el.findall("nvram"):
             rv.path("nvram", (el.text or "").strip(), el, what="<os><nvram>")
             if el.get("template"):
@@ -249,12 +271,17 @@ def _os_and_sysinfo(root, rv):
     for entry in root.findall("./sysinfo/entry"):
         if entry.get("file"):
             rv.path("read", entry.get("file"), entry, "file", "<sysinfo><entry file>")
+    for sched in root.findall("./cputune/*"):
+        if sched.get("scheduler") in ("fifo", "rr"):
+            rv.refuse("D1", "<cputune><%s scheduler='%s'> gives the guest real-time priority on the host"
+                      % (sched.tag, sched.get("scheduler")))
 
 
 def _seclabels(root, rv):
     for el in root.iter("seclabel"):
         if el.getparent() is root:
-            relaxed = el.get("type") in ("none", "static") or el.get("relabel") == "no"
+            relaxed = el.get("type") in ("none", "static") or el.get("relabel") == "no" or any(
+                el.find(tag) is not None for tag in ("label", "baselabel", "imagelabel"))
         else:  # a device's own label: libvirt would give that file an ownership the source chose
             relaxed = el.find("label") is not None
         if relaxed:
@@ -270,7 +297,8 @@ def _device(dev, rv):
             rv.refuse("D8", "<emulator>%s</emulator> is not a QEMU binary" % value)
     elif tag == "disk":
         _disk(dev, rv)
-    elif tag in ("hostdev", "shmem") or (tag == "memory" and dev.find("./source/path") is not None):
+    elif tag in ("hostdev", "shmem") or (tag == "memory" and (dev.find("./source/path") is not None
+                                                               or dev.get("model") == "sgx-epc")):
         rv.refuse("D1", "%s gives the guest a host device or host memory" % _describe(dev))
         for el in dev.iter():
             for key in el.attrib:
@@ -312,12 +340,21 @@ def _device(dev, rv):
         for el in [dev] + dev.findall("listen"):
             if el.get("socket"):
                 rv.path("socket", el.get("socket"), el, "socket", "<graphics> socket")
-        for gl in dev.findall("gl"):
-            if gl.get("rendernode"):
-                rv.refuse("D1", "<graphics><gl rendernode='%s'> gives the guest a host GPU" % gl.get("rendernode"))
+        if dev.get("type") == "egl-headless" or any(gl.get("enable") == "yes" or gl.get("rendernode")
+                                                      for gl in dev.findall("gl")):
+            rv.refuse("D1", "<graphics type='%s'> with GL gives the guest a host GPU" % dev.get("type"))
+            for gl in dev.findall("gl"):
                 rv.classified.add((gl, "rendernode"))
-    elif tag == "audio" and dev.get("type") == "file":
-        rv.path("log", dev.get("path"), dev, "path", "<audio type='file'> path")
+    elif tag == "video" and any(a.get("accel3d") == "yes" for a in dev.iter("acceleration")):
+        rv.refuse("D1", "<video><acceleration accel3d='yes'> gives the guest a host GPU")
+    elif tag == "audio":
+        if dev.get("type") == "file":
+            rv.path("log", dev.get("path"), dev, "path", "<audio type='file'> path")
+        elif dev.get("type") not in ("none", "spice"):
+            rv.refuse("D1", "<audio type='%s'> gives the guest the host's sound system" % dev.get("type"))
+            for el in dev.iter():
+                for key in el.attrib:
+                    rv.classified.add((el, key))
 
 
 def _disk(dev, rv):
@@ -343,9 +380,13 @@ def _disk(dev, rv):
                                                source.get("volume") if source is not None else ""))
         return
     if dtype == "network":
-        for host in dev.iter("host"):
-            if host.get("socket"):
-                rv.path("socket", host.get("socket"), host, "socket", "network disk socket")
+        rv.refuse("D9", "network disk <source protocol='%s' name='%s'> uses the host's storage network and "
+                        "credentials" % (source.get("protocol") if source is not None else "",
+                                         source.get("name") if source is not None else ""))
+        for el in dev.iter():
+            for key in el.attrib:
+                rv.classified.add((el, key))
+            rv.classified.add((el, None))
         return
     if dtype != "file":
         rv.refuse("D0", "disk type '%s' is not known to this version" % dtype)
@@ -357,6 +398,10 @@ def _disk(dev, rv):
             for key in el.attrib:
                 rv.classified.add((el, key))
     path = source.get("file") if source is not None else None
+    fmt = dev.find("driver").get("type", "raw") if dev.find("driver") is not None else "raw"
+    if path and fmt not in IMAGE_FORMATS:
+        rv.refuse("P3", "disk %s has format '%s'; this version checks only %s images" % (path, fmt,
+                                                                                        " and ".join(IMAGE_FORMATS)))
     if path and (path.startswith("/dev/") or path == "/dev"):
         rv.refuse("D4", "disk %s is a host device node" % path)
         rv.classified.add((source, "file"))
@@ -366,8 +411,16 @@ def _disk(dev, rv):
         rv.path(kind, path, source, "file", "disk %s" % path)
 
 
+NIC_TYPES = ("bridge", "network")
+
+
 def _interface(dev, rv):
     itype = dev.get("type")
+    if itype not in NIC_TYPES and itype != "hostdev":
+        rv.refuse("D9", "<interface type='%s'> connects the guest through the host's own network stack" % itype)
+    for tag in ("ip", "route", "portForward"):
+        if dev.find(tag) is not None:
+            rv.refuse("D9", "<interface><%s> changes the host's own network configuration" % tag)
     if itype == "hostdev":
         rv.refuse("D1", "<interface type='hostdev'> gives the guest a host PCI device")
         for el in dev.iter():
@@ -384,8 +437,9 @@ def _interface(dev, rv):
                 rv.refuse("D1", "<interface><backend %s='%s'> opens a host device" % (key, backend.get(key)))
                 rv.classified.add((backend, key))
     source = dev.find("source")
-    if itype in ("vhostuser", "server", "client") and source is not None and source.get("path"):
-        rv.path("socket", source.get("path"), source, "path", "<interface type='%s'> socket" % itype)
+    if itype not in NIC_TYPES and source is not None:
+        for key in source.attrib:
+            rv.classified.add((source, key))
 
 
 def _char(dev, rv):
@@ -396,25 +450,33 @@ def _char(dev, rv):
                                                           "device" if ctype == "dev" else "pipe"))
         if source is not None:
             rv.classified.add((source, "path"))
+    elif ctype in ("tcp", "udp"):
+        rv.refuse("D9", "%s type '%s' makes the host open network connections for the guest" % (_describe(dev), ctype))
     elif ctype == "file" and source is not None:
         rv.path("log", source.get("path"), source, "path", "<%s type='file'> %s" % (dev.tag, source.get("path")))
     elif ctype == "unix" and source is not None:
-        rv.path("socket", source.get("path"), source, "path", "<%s type='unix'> socket" % dev.tag)
+        if source.get("mode", "bind") != "bind":
+            rv.refuse("D5", "%s connects to an existing host socket %s" % (_describe(dev), source.get("path")))
+            rv.classified.add((source, "path"))
+        else:
+            rv.path("socket", source.get("path"), source, "path", "<%s type='unix'> socket" % dev.tag)
     for log in dev.findall("log"):
         rv.path("log", log.get("file"), log, "file", "<%s><log file='%s'>" % (dev.tag, log.get("file")))
 
 
 def _unclassified_paths(root, rv):
-    """P0: any other value that looks like a host path is refused: no rule here checked it."""
+    """P0: any other value that may name a host path (it holds a "/": absolute, relative, unix:/...)
+    is refused: no rule here checked it."""
     for el in root.iter():
         if not isinstance(el.tag, str) or _in_metadata(el) or el.tag in _FREE_TEXT:
             continue
         for key, value in el.attrib.items():
-            if isinstance(value, str) and value.startswith("/") and (el, key) not in rv.classified:
+            if isinstance(value, str) and "/" in value and (el, key) not in rv.classified \
+                    and key not in _FREE_ATTRS:
                 rv.refuse("P0", "<%s %s='%s'> names a host path that this version does not check"
                           % (el.tag, key, value))
         text = (el.text or "").strip()
-        if text.startswith("/") and (el, None) not in rv.classified:
+        if "/" in text and (el, None) not in rv.classified:
             rv.refuse("P0", "<%s>%s</%s> names a host path that this version does not check" % (el.tag, text, el.tag))
 
 
@@ -516,9 +578,10 @@ def path_problem(path, kind, storage, fs):
         if not last and not stat.S_ISDIR(st.st_mode):
             return "%s is not a directory" % cur
         if last:
-            ok = stat.S_ISSOCK(st.st_mode) if kind == "socket" else stat.S_ISREG(st.st_mode)
-            if not ok:
-                return "exists and is not a %s" % ("socket" if kind == "socket" else "regular file")
+            if kind == "socket":
+                return "exists: a socket the guest listens on must be new"
+            if not stat.S_ISREG(st.st_mode):
+                return "exists and is not a regular file"
     return None
 
 
@@ -530,11 +593,12 @@ def refuse(problems, domain=None, host=None):
                               details={"refusals": problems})
 
 
-def check_domain(root, storage, allow=(), fs=None):
+def check_domain(root, storage, allow=(), fs=None, source=False, others=()):
     """The whole domain review: element rules, then every path against the roots (with `fs`: on
-    the host, component by component; without: lexically, as the controller can).
+    the host, component by component; without: lexically, as the controller can), then against
+    the files of the other domains defined on the host (`others`: their reviews' paths).
     Returns (problems, review)."""
-    rv = review_domain(root, allow)
+    rv = review_domain(root, allow, source=source)
     problems = [text for _rule_id, text in rv.refusals]
     for entry in rv.paths:
         if fs is None:
@@ -544,4 +608,28 @@ def check_domain(root, storage, allow=(), fs=None):
         if problem:
             rule = "P2" if entry["kind"] in ("read", "emulator") else "P1"
             problems.append("%s: %s %s %s" % (entry["what"], entry["path"], problem, _rule(rule)))
+    problems += owned_elsewhere(rv.paths, others)
     return problems, rv
+
+
+SHARED_KINDS = ("read", "emulator")
+
+
+def owned_elsewhere(paths, others):
+    """P4: a file another domain of this host uses is never this domain's, except media and boot
+    files that both only read."""
+    theirs = {}
+    for entry in others:
+        theirs.setdefault(entry["path"], set()).add(entry["kind"])
+    out = []
+    for entry in paths:
+        kinds = theirs.get(entry["path"])
+        if kinds and not (entry["kind"] in SHARED_KINDS and kinds <= set(SHARED_KINDS)):
+            out.append("%s: %s is used by another domain on the destination %s" % (entry["what"], entry["path"],
+                                                                                   _rule("P4")))
+    return out
+
+
+def domain_paths(root):
+    """The host paths a defined domain uses (for P4), whatever it is allowed."""
+    return review_domain(root, ALLOW_CHOICES, source=True).paths

@@ -46,6 +46,15 @@ def storage_roots(conn, instances_path):
     return _policy.storage_roots(candidates)
 
 
+def other_domains_paths(conn, vm_uuid):
+    """The host paths every other domain defined here uses (docs/security.md P4)."""
+    out = []
+    for dom in conn.listAllDomains():
+        if dom.UUIDString().lower() != str(vm_uuid).lower():
+            out += _policy.domain_paths(parse_xml(inactive_xml(dom)))
+    return out
+
+
 def describe_instance(dom):
     """Model, state, disks (with sizes) and record of one domain."""
     xml = inactive_xml(dom)

@@ -12,9 +12,9 @@ from . import record as record_mod
 from . import state as state_mod
 from ._transfer import keys, local, markers
 from .connection import Connection, get_record, hostname, libvirt, libvirt_error, set_record, state_of
-from .domain import check_domain_name, copy_disks, model_from_xml, normalize, parse_xml, role_disk, root_disk, summary
+from .domain import check_domain_name, model_from_xml, normalize, parse_xml, role_disk, root_disk, summary
 from .errors import ValidationError
-from .facts import storage_roots
+from .facts import other_domains_paths, storage_roots
 from .faults import checkpoint
 from .flavor import GIB
 
@@ -60,25 +60,30 @@ def remove_markers(rec):
 
 
 def check_images(xml, owned, name, host):
-    """R3: every disk image this host is about to use, read as the format its definition declares
-    (never probed), has no backing file and no external data file: the source wrote its bytes."""
-    for disk in copy_disks(model_from_xml(xml)):
-        if disk["path"] not in owned:
+    """R3: every disk image this host is about to use - received, taken over on shared storage, or
+    only read - read as the format its definition declares (never probed), names no backing file
+    and no external data file."""
+    for disk in model_from_xml(xml)["disks"]:
+        path = disk.get("path")
+        if not path or disk.get("network") or disk.get("type") != "file":
             continue
-        if not local.is_regular(disk["path"]):
-            raise ValidationError("disk %s is not a regular file here" % disk["path"], domain=name, host=host)
-        info = storage.image_info(disk["path"], disk["format"])
-        for key in ("backing_file", "data_file"):
-            if info.get(key):
-                raise ValidationError("disk %s names a %s (%s) inside the image; refused [rule R3, %s]"
-                                      % (disk["path"], key.replace("_", " "), info[key], _policy.SECURITY_DOC),
-                                      domain=name, host=host, hint="nothing of it was used")
+        if path in owned and not local.is_regular(path):
+            raise ValidationError("disk %s is not a regular file here" % path, domain=name, host=host)
+        if path not in owned and not os.path.exists(path):
+            continue  # an empty drive, or media the review already required to exist
+        problem = storage.image_refs_problem(path, disk["format"])
+        if problem:
+            raise ValidationError("disk %s %s; refused [rule R3, %s]" % (path, problem, _policy.SECURITY_DOC),
+                                  domain=name, host=host, hint="nothing of it was used")
 
 
-def check_domain_here(c, params, xml, name, host):
-    """The definition about to be defined here, against this host's rules (docs/security.md)."""
-    roots, _dropped = storage_roots(c.conn, params["instances_path"])
-    problems, _review = _policy.check_domain(parse_xml(xml), roots, params["allow_host_access"], fs=_policy.LocalFS())
+def check_domain_here(conn, params, xml, name, host):
+    """The definition about to be defined here, against this host's rules (docs/security.md):
+    its elements, its paths under this host's roots, and no file of another domain here."""
+    roots, _dropped = storage_roots(conn, params["instances_path"])
+    root = parse_xml(xml)
+    problems, _review = _policy.check_domain(root, roots, params["allow_host_access"], fs=_policy.LocalFS(),
+                                             others=other_domains_paths(conn, root.findtext("uuid")))
     _policy.refuse(problems, domain=name, host=host)
 
 
@@ -161,7 +166,7 @@ def finish(params, check_mode):
                 raise ValidationError("disk %s has not been received and verified here" % disk["path"],
                                       domain=name, host=host, hint="run virt_power_off_migrate on the source")
         owned = set(got) | set(shared)
-        check_domain_here(c, params, xml, name, host)
+        check_domain_here(c.conn, params, xml, name, host)
         check_images(xml, owned, name, host)
         root = root_disk(model_from_xml(xml))
         new_root = rec["new_flavor"]["root_gb"] * GIB

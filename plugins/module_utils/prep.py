@@ -10,12 +10,13 @@ import inspect
 import json
 import os
 
-from . import _policy
+from . import _policy, storage
+from . import finish as finish_mod
 from . import record as record_mod
 from . import state as state_mod
 from ._transfer import keys, local, markers, receiver
 from .connection import Connection, hostname
-from .domain import check_domain_name, copy_disks, model_from_xml, parse_xml
+from .domain import check_domain_name, copy_disks, model_from_xml
 from .errors import ValidationError
 from .facts import gather
 from .faults import checkpoint
@@ -66,14 +67,28 @@ def _check_backups(disks, name, host):
     return paths
 
 
-def _check_domain(params, hv, name, host):
+def _check_domain(params, name, host):
     """docs/security.md: what the source's definition asks of this host, checked here against this
-    host's own roots and file system (P0-P3, D0-D8). The disks to receive are the domain's own."""
-    root = parse_xml(params["domain_xml"])
-    problems, _review = _policy.check_domain(root, hv["storage_roots"], params["allow_host_access"],
-                                             fs=_policy.LocalFS())
-    _policy.refuse(problems, domain=name, host=host)
+    host's own roots, file system and other domains (P0-P4, D0-D9, X2, R3). The disks to receive
+    are the domain's own; its NICs are the definition's, not a list the source reported."""
+    with Connection(params["uri"]) as c:
+        finish_mod.check_domain_here(c.conn, params, params["domain_xml"], name, host)
     model = model_from_xml(params["domain_xml"])
+    for disk in model["disks"]:
+        if disk["type"] == "file" and disk["path"] and (disk["readonly"] or disk["device"] != "disk") \
+                and os.path.exists(disk["path"]):
+            problem = storage.image_refs_problem(disk["path"], disk["format"])
+            if problem:
+                raise ValidationError("disk %s %s; refused [rule R3, %s]" % (disk["path"], problem,
+                                                                           _policy.SECURITY_DOC),
+                                      domain=name, host=host)
+    # A vTPM's state is kept by UUID: state left here for this UUID would become this VM's.
+    swtpm = os.path.join("/var/lib/libvirt/swtpm", params["uuid"])
+    if os.path.lexists(swtpm):
+        raise ValidationError("TPM state for UUID %s is already on this host (%s); it would become this VM's "
+                              "[rule P4, %s]" % (params["uuid"], swtpm, _policy.SECURITY_DOC), domain=name, host=host,
+                              hint="remove it if it is left from a VM that is gone")
+    return model["interfaces"]
     if model["name"] != name or model["uuid"] != params["uuid"]:
         raise ValidationError("domain_xml is for %s (%s), not for %s (%s)" % (model["name"], model["uuid"], name,
                                                                                params["uuid"]), domain=name, host=host)
@@ -138,10 +153,10 @@ def prep(params, check_mode):
         if same_host:
             paths, present = _check_backups(disks, name, host), []
         else:
-            _check_domain(params, hv, name, host)
+            interfaces = _check_domain(params, name, host)
             sources = keys.source_addresses(params["source_address"] or params["source_host"])
             paths, present = _check_disks(disks, name, host)
-        _check_networks(params["interfaces"], hv, name, host)
+        _check_networks(params["interfaces"] if same_host else interfaces, hv, name, host)
         # Disks already here (shared storage) take no new space.
         disk_bytes = sum(int(d.get("allocation") or 0) for d in disks if d.get("path") not in present)
         root_growth = max(flavor["root_gb"] * GIB - int((disks[0] if disks else {}).get("virtual_size") or 0), 0)

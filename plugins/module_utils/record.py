@@ -99,8 +99,8 @@ def embed(domain_xml, rec):
     meta = root.find("metadata")
     if meta is None:
         meta = etree.SubElement(root, "metadata")
-    for old in meta.findall("{%s}migration" % RECORD_NS):
-        meta.remove(old)
+    for old in [el for el in meta if isinstance(el.tag, str) and el.tag.startswith("{%s}" % RECORD_NS)]:
+        meta.remove(old)  # any element of ours, whatever its name: libvirt keeps only the first (X2)
     el = etree.SubElement(meta, "{%s}migration" % RECORD_NS, nsmap={RECORD_PREFIX: RECORD_NS})
     el.set("id", rec["id"])
     el.set("status", rec["status"] or "")

@@ -17,8 +17,8 @@ from . import record as record_mod
 from . import state as state_mod
 from ._transfer import keys, local
 from ._transfer.wire import PART_SUFFIX
-from .connection import Connection, get_record, hostname, libvirt, libvirt_error, set_record, state_of
-from .domain import check_domain_name
+from .connection import Connection, get_record, hostname, inactive_xml, libvirt, libvirt_error, set_record, state_of
+from .domain import check_domain_name, copy_disks, model_from_xml
 from .errors import ValidationError
 from .finish import remove_markers
 
@@ -48,8 +48,9 @@ def revert_destination(params, check_mode):
         dom = c.find(name)
         drec = get_record(dom) if dom is not None else None
         srec = state_mod.read_record(params["state_dir"], mid)
-        if (drec and drec.get("id") == mid and drec.get("same_host")) or (srec and srec.get("same_host")):
-            # Same host: the domain carrying this id is the VM itself. Never remove it.
+        if srec and srec.get("same_host"):
+            # Same host (as this host's own prep recorded it, never as a domain's record says): the
+            # domain carrying this id is the VM itself. Never remove it.
             return revert_in_place(params, check_mode, c, dom, drec if (drec or {}).get("id") == mid else None)
         if drec and drec.get("id") == mid and drec.get("status") in ("confirming", "confirmed"):
             # V1: after confirm the domain here is the VM's only home; never remove it.
@@ -74,7 +75,7 @@ def revert_destination(params, check_mode):
             if os.path.lexists(path):
                 actions.append("delete %s" % path)
                 if not check_mode:
-                    os.unlink(path)
+                    local.safe_unlink(path)
         # Disks on shared storage are never deleted here: they are the source's disks (revert_source
         # puts its backup back over them). Only our markers go.
         for path in (srec or {}).get("markers") or []:
@@ -98,6 +99,13 @@ def revert_in_place(params, check_mode, c, dom, drec):
     or, when the disks were never touched, just drop the backups. The record stays for revert_source."""
     name, mid = params["instance"], params["migration_id"]
     disks = (drec or {}).get("disks") or []
+    # Only a backup of one of the domain's own disks, beside it, is ever put back.
+    own = set(d["path"] for d in copy_disks(model_from_xml(inactive_xml(dom)))) if dom is not None else set()
+    for d in disks:
+        if d.get("path") not in own or d.get("backup") not in (None, d["path"] + local.BACKUP_SUFFIX):
+            raise ValidationError("the record names %s (backup %s), which is not a disk of %s with its backup beside "
+                                  "it; refusing to restore it" % (d.get("path"), d.get("backup"), name),
+                                  domain=name, host=hostname())
     modified = bool(drec and drec.get("modified"))
     actions = []
     for d in disks:

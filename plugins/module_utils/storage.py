@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tempfile
 
 from .errors import ResizeError
 
@@ -45,6 +46,15 @@ def image_info(path, fmt):
     }
 
 
+def image_refs_problem(path, fmt):
+    """R3: None if the image, read as `fmt` (never probed), names no other file; else why not."""
+    info = image_info(path, fmt)
+    for key in ("backing_file", "data_file"):
+        if info.get(key):
+            return "names a %s (%s) inside the image" % (key.replace("_", " "), info[key])
+    return None
+
+
 def grow(path, fmt, new_size):
     """Grow an image to new_size bytes; never shrinks. Returns True when it changed."""
     cur = image_info(path, fmt)["virtual_size"]
@@ -56,14 +66,20 @@ def grow(path, fmt, new_size):
 
 def recreate(path, fmt, size):
     """Replace an image by a blank one of `size` bytes (swap: its contents are disposable)."""
-    st = os.stat(path)
-    tmp = path + ".hvresize-new"
-    if os.path.lexists(tmp):
-        os.unlink(tmp)
-    _run(["qemu-img", "create", "-q", "-f", fmt, tmp, str(size)], "qemu-img create %s" % tmp)
-    os.chown(tmp, st.st_uid, st.st_gid)
-    os.chmod(tmp, st.st_mode & 0o7777)
-    os.replace(tmp, path)
+    st = os.lstat(path)
+    # A name of our own making, created exclusively: nothing planted beside the disk is followed.
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".hvresize-new-", dir=os.path.dirname(path))
+    try:
+        _run(["qemu-img", "create", "-q", "-f", fmt, tmp, str(size)], "qemu-img create %s" % tmp)
+        os.fchown(fd, st.st_uid, st.st_gid)
+        os.fchmod(fd, st.st_mode & 0o7777)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
+    finally:
+        os.close(fd)
 
 
 def free_bytes(path):

@@ -10,6 +10,7 @@ import stat
 import time
 
 from ..errors import TransferError
+from .receiver import Refused, open_dir
 from .wire import END, FRAME, PART_SUFFIX, frames, stream_digest
 
 BACKUP_SUFFIX = ".hvresize-backup"
@@ -23,10 +24,28 @@ def is_regular(path):
         return False
 
 
+def safe_unlink(path):
+    """Remove `path` itself, reaching its directory without following any link (a directory that
+    someone swapped for a link to /etc is never entered: S1/R1)."""
+    directory, name = os.path.split(path)
+    try:
+        fd = open_dir(directory)
+    except Refused as exc:
+        raise TransferError("not removing %s: %s" % (path, exc))
+    try:
+        os.unlink(name, dir_fd=fd)
+    except FileNotFoundError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def local_copy(src, dst):
     """Sparse, verified copy on the same host (a backup beside a disk); never overwrites, never
     follows a link planted at the destination names (the directory may be shared storage)."""
-    st = os.stat(src)
+    st = os.lstat(src)
+    if not stat.S_ISREG(st.st_mode):
+        raise TransferError("%s is not a regular file (a link or a device); refusing to copy it" % src)
     started = time.monotonic()
     part = dst + PART_SUFFIX
     digest = None

@@ -17,6 +17,7 @@ import json
 import os
 import queue
 import re
+import stat
 import subprocess
 import threading
 import time
@@ -119,7 +120,10 @@ def send(path, argv, progress=None, dest_path=None, bandwidth_limit=0, size=None
     progress: called with the bytes of disk data sent so far, after every frame.
     bandwidth_limit: bytes per second on the wire, on average (0: as fast as it goes).
     """
-    size = os.stat(path).st_size if size is None else int(size)
+    st = os.lstat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise TransferError("%s is not a regular file (a link or a device); refusing to send it" % path)
+    size = st.st_size if size is None else int(size)
     started = time.monotonic()
     throttle = Throttle(bandwidth_limit)
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -123,7 +123,7 @@ def test_migration_finds_both_ends():
 
 
 def _with_records(*recs):
-    res = results(hv1=hv(), hv2=hv())
+    res = results(hv1=hv(), hv2=hv(), hv3=hv())
     for host, name, rec in recs:
         res[host]["hypervisor"]["domains"] = res[host]["hypervisor"].get("domains", []) + [{"name": name, "migration": rec}]
     return res
@@ -134,11 +134,15 @@ def test_due_finds_finished_resizes_older_than_the_window():
         ("hv2", "old", {"id": "a", "status": "finished", "source": "hv1", "dest": "hv2", "updated": "2026-11-25T08:00:00Z"}),
         ("hv2", "new", {"id": "b", "status": "finished", "source": "hv1", "dest": "hv2", "updated": "2026-11-25T09:59:00Z"}),
         ("hv1", "old", {"id": "a", "status": "post-migrating", "source": "hv1", "dest": "hv2", "updated": "2026-11-25T08:00:00Z"}),
+        ("hv1", "new", {"id": "b", "status": "post-migrating", "source": "hv1", "dest": "hv2", "updated": "2026-11-25T09:58:00Z"}),
         ("hv2", "gone", {"id": "c", "status": "confirmed", "source": "hv1", "dest": "hv2", "updated": "2026-11-20T08:00:00Z"}),
+        # A destination that lies about its record's age, or about a migration its source does not know:
+        ("hv3", "liar", {"id": "d", "status": "finished", "source": "hv1", "dest": "hv3", "updated": "2020-01-01T00:00:00Z"}),
+        ("hv3", "new", {"id": "b", "status": "finished", "source": "hv1", "dest": "hv3", "updated": "2020-01-01T00:00:00Z"}),
     )
     now = "2026-11-25T10:00:00+00:00"
     assert F["resize_due"](res, 3600, now) == [{"instance": "old", "id": "a", "source": "hv1", "dest": "hv2", "age_seconds": 7200}]
-    assert [d["instance"] for d in F["resize_due"](res, 0, now)] == ["old", "new"]
+    assert [d["instance"] for d in F["resize_due"](res, 0, now)] == ["old", "new", "new"]
     assert F["resize_due"](res, 86400, now) == []
 
 
@@ -161,3 +165,30 @@ def test_flavor_filter_unknown():
 def test_host_options_from_hostvars():
     hostvars = {"hv1": {"hypervisor_maintenance": True, "other": 1}, "hv2": {}}
     assert F["resize_host_options"](["hv1", "hv2"], hostvars) == {"hv1": {"maintenance": True}, "hv2": {}}
+
+
+def test_a_host_speaks_only_for_itself_in_the_records():
+    """A hostile host's record cannot steer the controller to another host or migration."""
+    res = results(hv1=hv(), hv2=hv(), hv3=hv())
+    res["hv3"]["instance"] = dict(INSTANCE, migration={"id": "evil", "status": "finished", "source": "hv1",
+                                                       "dest": "hv2"})
+    with pytest.raises(AnsibleFilterError, match="has no resize waiting"):
+        F["resize_migration"](res, "web01")
+    res["hv3"]["instance"] = dict(INSTANCE, migration={"id": "evil", "status": "finished", "source": "hv1",
+                                                       "dest": "hv3; rm -rf /"})
+    with pytest.raises(AnsibleFilterError, match="has no resize waiting"):
+        F["resize_migration"](res, "web01")
+
+
+def test_the_controller_renders_what_it_parsed_not_what_the_source_reported():
+    xml = ("<domain type='qemu'><name>web01</name><uuid>u</uuid><memory unit='MiB'>128</memory><vcpu>1</vcpu>"
+           "<devices><disk type='file' device='disk'><driver type='qcow2'/><source file='/i/web01.qcow2'/>"
+           "<target dev='vda'/></disk></devices></domain>")
+    lying = dict(INSTANCE, xml=xml, model={"name": "web01", "metadata": [
+        "<hvr:record xmlns:hvr='https://hypervisor-resize.dev/xmlns/migration/1'>{}</hvr:record>"],
+        "devices": ["<hostdev/>"], "sections": []})
+    res = {"hv1": {"hypervisor": hv(), "instance": lying}, "hv2": {"hypervisor": hv(), "instance": None}}
+    inst = F["resize_locate"](res, "web01")["instance"]
+    assert inst["model"]["metadata"] == [] and all("hostdev" not in d for d in inst["model"]["devices"])
+    assert [d["path"] for d in inst["copy_disks"]] == ["/i/web01.qcow2"]
+    assert inst["copy_disks"][0]["allocation"] == GIB, "sizes still come from the source, per path"

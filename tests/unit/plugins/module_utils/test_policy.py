@@ -35,16 +35,21 @@ def domain(dev="", top="", ns=""):
     return parse_xml(BASE % {"dev": dev, "top": top, "ns": ns})
 
 
-def problems(root, allow=(), fs=None, roots=None):
-    return _policy.check_domain(root, ROOTS if roots is None else roots, allow, fs=fs)[0]
+def problems(root, allow=(), fs=None, roots=None, others=()):
+    return _policy.check_domain(root, ROOTS if roots is None else roots, allow, fs=fs, others=others)[0]
 
 
 def test_an_ordinary_domain_passes():
     assert problems(domain()) == []
     with open(FIXTURE) as fh:
         web01 = parse_xml(fh.read())
-    assert problems(web01, roots=ROOTS + ["/srv/iso"]) == []  # its ISO sits in a pool
-    assert any("/srv/iso/tools.iso is outside" in p and "libvirt dir pool" in p for p in problems(web01))
+    # Its ISO sits in a pool; its rbd disk uses the host's storage network (an opt-in); its source's
+    # own record is in its metadata (fine in the source's definition, never in a rendered one).
+    assert _policy.check_domain(web01, ROOTS + ["/srv/iso"], ["host_network"], source=True)[0] == []
+    got = problems(web01)
+    assert any("/srv/iso/tools.iso is outside" in p and "libvirt dir pool" in p for p in got)
+    assert any("[rule D9," in p and "rbd" in p for p in got)
+    assert any("[rule X2," in p for p in got)
 
 
 @pytest.mark.parametrize("dev,top,ns,rule,optin", [
@@ -69,7 +74,25 @@ def test_an_ordinary_domain_passes():
      "host_char_device"),
     ("", "<seclabel type='static' model='dac' relabel='no'><label>+0:+0</label></seclabel>", "", "D6", "seclabel"),
     ("", "<seclabel type='none'/>", "", "D6", "seclabel"),
-    ("<interface type='ethernet'><script path='/tmp/evil.sh'/></interface>", "", "", "D7", "host_script"),
+    ("<interface type='bridge'><source bridge='vmbr0'/><script path='/tmp/evil.sh'/></interface>", "", "", "D7",
+     "host_script"),
+    ("<interface type='user'/>", "", "", "D9", "host_network"),
+    ("<interface type='direct'><source dev='eth0' mode='bridge'/></interface>", "", "", "D9", "host_network"),
+    ("<interface type='bridge'><source bridge='vmbr0'/><ip address='0.0.0.0' prefix='1'/></interface>", "", "",
+     "D9", "host_network"),
+    ("<serial type='tcp'><source mode='connect' host='127.0.0.1' service='6379'/><target port='1'/></serial>", "",
+     "", "D9", "host_network"),
+    ("<disk type='network' device='disk'><source protocol='rbd' name='other/vol'><host name='mon'/></source>"
+     "<auth username='admin'><secret type='ceph' usage='client.admin'/></auth><target dev='vdb'/></disk>", "", "",
+     "D9", "host_network"),
+    ("<serial type='unix'><source mode='connect' path='/run/openvswitch/db.sock'/><target port='1'/></serial>", "",
+     "", "D5", "host_char_device"),
+    ("<graphics type='spice'><gl enable='yes'/></graphics>", "", "", "D1", "hostdev"),
+    ("<audio id='1' type='alsa'><input dev='hw:0'/></audio>", "", "", "D1", "hostdev"),
+    ("<memory model='sgx-epc'><target><size unit='MiB'>64</size></target></memory>", "", "", "D1", "hostdev"),
+    ("", "<cputune><vcpusched vcpus='0' scheduler='fifo' priority='99'/></cputune>", "", "D1", "hostdev"),
+    ("", "<seclabel type='dynamic' model='selinux'><baselabel>system_u:system_r:unconfined_t:s0</baselabel>"
+         "</seclabel>", "", "D6", "seclabel"),
 ])
 def test_host_access_is_refused_unless_the_operator_opts_in(dev, top, ns, rule, optin):
     got = problems(domain(dev, top, ns))
@@ -194,3 +217,45 @@ def test_refuse_names_every_problem_and_the_rule_document():
         _policy.refuse(["a [rule D1, docs/security.md]", "b"], domain="vm", host="hv2")
     assert "a [rule D1, docs/security.md]; b" in err.value.full_message() and "nothing was changed" in \
         err.value.full_message()
+
+
+def test_a_file_of_another_domain_on_the_destination_is_never_this_ones():
+    victim = parse_xml(BASE.replace("/var/lib/libvirt/images/vm.qcow2", "/var/lib/libvirt/images/victim.qcow2")
+                       .replace("vm-console.log", "victim-console.log")
+                       .replace("<devices>", "<devices><disk type='file' device='cdrom'><source "
+                                             "file='/var/lib/libvirt/images/tools.iso'/><target dev='hdc'/>"
+                                             "<readonly/></disk>") % {"dev": "", "top": "", "ns": ""})
+    others = _policy.domain_paths(victim)
+    for dev, needle in (
+            ("<serial type='file'><source path='/var/lib/libvirt/images/victim.qcow2'/><target port='1'/></serial>",
+             "victim.qcow2"),
+            ("<disk type='file' device='cdrom'><driver type='qcow2'/><source file='/var/lib/libvirt/images/victim.qcow2'/>"
+             "<target dev='hdd'/><readonly/></disk>", "victim.qcow2"),
+            ("<console type='file'><source path='/var/log/libvirt/qemu/victim-console.log'/><target type='serial'/>"
+             "</console>", "victim-console.log")):
+        got = problems(domain(dev), others=others)
+        assert any("[rule P4," in p and needle in p for p in got), got
+    iso = "<disk type='file' device='cdrom'><source file='/var/lib/libvirt/images/tools.iso'/><target dev='hdc'/>" \
+          "<readonly/></disk>"
+    assert problems(domain(iso), others=others) == [], "install media both only read is fine"
+
+
+def test_a_socket_the_guest_listens_on_must_be_new():
+    dev = "<channel type='unix'><source mode='bind' path='/var/lib/libvirt/qemu/channel/x.sock'/>" \
+          "<target type='virtio' name='x'/></channel>"
+    tree = dict(HOST, **{"/var/lib/libvirt/qemu/channel": "dir", "/var/lib/libvirt/qemu/channel/x.sock": "sock"})
+    assert any("must be new" in p for p in problems(domain(dev), fs=FakeFS(tree)))
+    del tree["/var/lib/libvirt/qemu/channel/x.sock"]
+    assert problems(domain(dev), fs=FakeFS(tree)) == []
+
+
+@pytest.mark.parametrize("address", ["fe80::1%\n@cert-authority * ssh-ed25519 AAAA", "fe80::1%eth0", " hv2"])
+def test_T3_no_scope_ids_or_spaces_in_addresses(address):
+    with pytest.raises(ValidationError, match="rule T3"):
+        _policy.check_address(address)
+
+
+def test_P3_only_formats_whose_references_can_be_checked():
+    dev = "<disk type='file' device='disk'><driver name='qemu' type='vmdk'/>" \
+          "<source file='/var/lib/libvirt/images/x.vmdk'/><target dev='vdb'/></disk>"
+    assert any("[rule P3," in p and "vmdk" in p for p in problems(domain(dev)))

@@ -64,3 +64,12 @@ def test_xml_round_trip():
     stored = stored.replace("</migration>", "</hvr:migration>")
     assert record.from_xml(stored) == rec
     assert record.from_xml("") is None
+
+
+def test_embed_leaves_no_other_element_of_our_namespace():
+    """libvirt keeps the first element of a namespace: a planted one must never shadow our record (X2)."""
+    fake = ('<domain><name>vm</name><metadata><hvr:record xmlns:hvr="%s">{"id": "fake", "same_host": true}'
+            '</hvr:record></metadata></domain>' % record.RECORD_NS)
+    out = record.embed(fake, new())
+    assert "fake" not in out and "hvr:record" not in out
+    assert out.count("<hvr:migration ") == 1
