@@ -130,3 +130,30 @@ def nothing_left_on(bed, host, vm):
     assert sh(bed, host, "ls /var/lib/libvirt/images/ | grep '^%s' || true" % vm).strip() == ""
     assert migrations_dir(bed, host) == set(), "claim left on %s" % host
     assert transfer_keys(bed, host) == 0, "transfer key left on %s" % host
+
+
+def playbook_with(bed, inventory, name, *args, **extra):
+    """playbook() against another inventory than the bed's (e.g. a copy with extra host_vars)."""
+    argv = [os.path.join(VENV_BIN, "ansible-playbook"), "-i", inventory, os.path.join(REPO, "playbooks", name)]
+    for key, value in extra.items():
+        argv += ["-e", json.dumps({key: value}) if isinstance(value, (dict, list)) else "%s=%s" % (key, value)]
+    argv += list(args)
+    return subprocess.run(argv, capture_output=True, text=True, timeout=600, env=env(), cwd=REPO, check=False)
+
+
+def adhoc(bed, host, module, args, inventory=None, timeout=300):
+    """One module run ad hoc on one host (`ansible HOST -m MODULE -a JSON`), as an operator or a
+    compromised controller step could. Returns (CompletedProcess, the module's result dict or None)."""
+    e = env()
+    e["ANSIBLE_CALLBACK_RESULT_FORMAT"] = "json"
+    proc = subprocess.run([os.path.join(VENV_BIN, "ansible"), host, "-i", inventory or bed.inventory,
+                           "-m", module, "-a", json.dumps(args)],
+                          capture_output=True, text=True, timeout=timeout, env=e, cwd=REPO, check=False)
+    result = None
+    if "=>" in proc.stdout:
+        text = proc.stdout.split("=>", 1)[1].lstrip()
+        try:
+            result = json.JSONDecoder().raw_decode(text)[0]
+        except ValueError:
+            result = None
+    return proc, result
