@@ -127,9 +127,29 @@ def hexec(host, argv, check=True, timeout=600):
     return bed("exec", host, *argv, check=check, timeout=timeout)
 
 
+# Where a host finds the helpers and the product's code: a copy inside its own tree. The checkout
+# itself may sit where no host sees it (under /tmp or /root, which each host has its own of).
+HOST_CODE = "/var/lib/libvirt/hvr-bench-code"
+_SYNCED = set()
+
+
+def host_helper_path(host, name):
+    """Copy the helpers and the product's plugins into the host (once per run); the in-host path."""
+    if host not in _SYNCED:
+        root = host_path(host, HOST_CODE)
+        shutil.rmtree(root, ignore_errors=True)
+        shutil.copytree(HELPERS, os.path.join(root, "benchmarks", "helpers"),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(os.path.join(REPO, "plugins"),
+                        os.path.join(root, ".build", "collections", "ansible_collections", "hypervisor", "resize",
+                                     "plugins"), ignore=shutil.ignore_patterns("__pycache__"))
+        _SYNCED.add(host)
+    return "%s/benchmarks/helpers/%s" % (HOST_CODE, name)
+
+
 def helper(host, name, *args, timeout=1800):
     """Run benchmarks/helpers/NAME inside a host; returns its last stdout line as JSON."""
-    proc = hexec(host, [HOST_PYTHON, os.path.join(HELPERS, name), *[str(a) for a in args]], check=False,
+    proc = hexec(host, [HOST_PYTHON, host_helper_path(host, name), *[str(a) for a in args]], check=False,
                  timeout=timeout)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 and lines and json.loads(lines[-1]).get("error"):

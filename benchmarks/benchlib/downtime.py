@@ -24,7 +24,6 @@ import time
 from .common import (
     BED,
     GIB,
-    HELPERS,
     HOST_PYTHON,
     IMAGES,
     PREFIX,
@@ -38,6 +37,7 @@ from .common import (
     fmt_s,
     helper,
     hexec,
+    host_helper_path,
     host_path,
     median,
     playbook,
@@ -60,7 +60,7 @@ class Watcher:
     def __init__(self, host, name):
         self.host = host
         self.events = []
-        self.proc = spawn([BED, "exec", host, HOST_PYTHON, os.path.join(HELPERS, "watch.py"), name, IMAGES],
+        self.proc = spawn([BED, "exec", host, HOST_PYTHON, host_helper_path(host, "watch.py"), name, IMAGES],
                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._read, daemon=True)

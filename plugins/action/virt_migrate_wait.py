@@ -104,6 +104,13 @@ class ActionModule(ActionBase):
         finally:
             self._remove_tmp_path(self._connection._shell.tmpdir)
         job = {k: v for k, v in status.items() if k not in ASYNC_KEYS}
+        if job.get("failed") and not job.get("invocation"):
+            # Not our module's answer but async_wrapper's: the module process died (killed, out of
+            # memory) before it could say anything. One sentence; the raw output stays in details.
+            job = {"failed": True, "details": {k: job.get(k) for k in ("msg", "data", "stderr", "cmd") if job.get(k)},
+                   "msg": "the power-off and copy step on %s ended without a result (its process was killed or "
+                          "crashed); the VM's record there says where it stopped, and playbooks/recover.yml "
+                          "rolls it back if the role's own rollback does not" % host}
         result.update(job)
         result["progress_lines"] = lines
         return result

@@ -74,13 +74,19 @@ def resize_locate(results, instance):
                           % (instance, ", ".join(sorted(_facts(results))) or "no hosts",
                              "; unreachable or failed: %s" % ", ".join(down) if down else ""),
                           hint="check the name with: virsh list --all")
+    _refuse_busy(found, instance)
     recs = [(h, (i.get("migration") or {})) for h, i in found]
     open_ids = sorted(set(r.get("id") for _host, r in recs if record_mod.is_open(r)))
     if open_ids:
+        waiting = all(r.get("status") in ("finished", "post-migrating") for _h, r in recs if record_mod.is_open(r)) \
+            and any(r.get("status") == "finished" for _h, r in recs)
         raise ResizeError("VM %s is in the middle of a resize (migration %s, on %s)"
                           % (instance, ", ".join(open_ids), ", ".join("%s: %s" % (h, r.get("status"))
                                                                       for h, r in recs)),
-                          hint="confirm or revert it first (playbooks/confirm.yml or playbooks/revert.yml)")
+                          hint="confirm or revert it first (playbooks/confirm.yml or playbooks/revert.yml)"
+                          if waiting else
+                          "it did not end: run playbooks/recover.yml -e instance=%s (rolls it back to its source; "
+                          "-e action=resume finishes it instead)" % instance)
     if len(found) > 1:
         raise ResizeError("VM %s is defined on more than one hypervisor: %s"
                           % (instance, ", ".join(h for h, _inst in found)),
@@ -126,6 +132,16 @@ def _path_reasons(paths, hv):
             rule = "P2" if entry["kind"] in ("read", "emulator") else "P1"
             out.append("%s: %s %s [rule %s, %s]" % (entry["what"], entry["path"], problem, rule, _policy.SECURITY_DOC))
     return out
+
+
+def _refuse_busy(found, instance):
+    """One operation per VM: refuse while any host says an operation holds the VM there."""
+    busy = [(h, i["busy"]) for h, i in found if i.get("busy")]
+    if busy:
+        raise ResizeError("VM %s is busy: %s" % (instance, "; ".join(
+            "%s runs %s of migration %s (pid %s, since %s)" % (h, b.get("operation"), b.get("migration_id") or "-",
+                                                               b.get("pid"), b.get("since")) for h, b in busy)),
+                          hint="only one operation per VM runs at a time: wait for it to end, then look again")
 
 
 def resize_schedule(results, source, instance, flavor, host_options=None, target_host=None,
@@ -228,18 +244,22 @@ def resize_migration(results, instance):
     """The open migration of `instance`: {id, status, source, dest} from both hosts' records."""
     check_domain_name(instance)
     seen = {}
+    found = []
     for host, res in sorted(_facts(results).items()):
         inst = None if res.get("failed") else res.get("instance")
+        if inst:
+            found.append((host, inst))
         rec = (inst or {}).get("migration")
         # A host speaks only for itself: a record that names neither it as source nor as
         # destination, or names a host outside the inventory, is not believed.
         if rec and rec.get("id") and host in (rec.get("source"), rec.get("dest")) \
                 and rec.get("source") in results and rec.get("dest") in results:
             seen.setdefault(rec["id"], {})[host] = rec
+    _refuse_busy(found, instance)
     for mid, hosts in sorted(seen.items()):
         source = dest = None
         for host, rec in hosts.items():
-            if rec.get("dest") == host and rec.get("status") in ("finished",):
+            if rec.get("dest") == host and rec.get("status") in ("finished", "confirming"):
                 dest = host
             elif rec.get("source") == host and rec.get("status") in ("post-migrating", "migrating", "error"):
                 source = host
@@ -251,6 +271,90 @@ def resize_migration(results, instance):
                       hint="records seen: %s" % (", ".join("%s on %s: %s" % (m, h, r.get("status"))
                                                            for m, hs in seen.items() for h, r in hs.items())
                                                  or "none"))
+
+
+def resize_recovery(results, instance, action="rollback"):
+    """What recover.yml does for `instance`, from the records on the hosts that answered.
+
+    The migration is the newest one any answering host holds open for the VM: in the VM's domain
+    record (source and destination) or in a destination's migration directory (a claim made by
+    prep). Returns {id, source, dest, status: {host: status}, answered: {source, dest}, action,
+    steps: [...], instance (the source's facts, for rendering the definition again), new_flavor,
+    old_power_state, msg}. Raises when the action cannot be done, saying why and what to do."""
+    check_domain_name(instance)
+    if action not in ("rollback", "resume"):
+        raise ResizeError("action must be rollback or resume, got %r" % (action,))
+    facts = _facts(results)
+    found, recs = [], {}
+    for host, res in sorted(facts.items()):
+        if res.get("failed"):
+            continue
+        inst = res.get("instance")
+        if inst:
+            found.append((host, inst))
+            rec = inst.get("migration") or {}
+            if rec.get("id") and (record_mod.is_open(rec) or rec.get("status") == "error"):
+                recs.setdefault(rec["id"], {})[host] = ("domain", rec)
+        for rec in (res.get("hypervisor") or {}).get("migrations") or []:
+            if rec.get("instance") == instance and rec.get("id"):
+                recs.setdefault(rec["id"], {}).setdefault(host, ("claim", rec))
+    _refuse_busy(found, instance)
+    candidates = {mid: hosts for mid, hosts in recs.items()
+                  if any(kind == "claim" or (record_mod.is_open(r)) for kind, r in hosts.values())}
+    if not candidates:
+        return {"id": None, "steps": [], "msg": "VM %s has no migration to recover on the hosts that answered (%s)"
+                % (instance, ", ".join(sorted(h for h, r in facts.items() if not r.get("failed"))) or "none")}
+    mid, hosts = max(candidates.items(), key=lambda item: max(r.get("updated") or r.get("created") or ""
+                                                              for _k, r in item[1].values()))
+    any_rec = next(iter(hosts.values()))[1]
+    source, dest = any_rec.get("source"), any_rec.get("dest")
+    answered = {"source": source in facts and not facts[source].get("failed"),
+                "dest": dest in facts and not facts[dest].get("failed")}
+    status = {h: r.get("status") for h, (_k, r) in hosts.items()}
+    src_rec = hosts.get(source, (None, {}))[1] if hosts.get(source, ("", {}))[0] == "domain" else {}
+    dst_status = status.get(dest) if dest != source else None
+    out = {"id": mid, "source": source, "dest": dest, "status": status, "answered": answered, "action": action,
+           "same_host": source == dest, "new_flavor": src_rec.get("new_flavor") or any_rec.get("new_flavor"),
+           "old_power_state": src_rec.get("old_power_state"),
+           "instance": (facts.get(source) or {}).get("instance") if answered["source"] else None}
+    if action == "rollback":
+        if dst_status in ("confirming", "confirmed"):
+            raise ResizeError("migration %s of %s is %s on %s: the confirm has begun and cannot be rolled back"
+                              % (mid, instance, dst_status, dest),
+                              hint="finish it with -e action=resume")
+        out["steps"] = (["destination"] if answered["dest"] and not out["same_host"] else []) + \
+            (["source"] if answered["source"] else [])
+        pending = [h for h, ok in (("destination " + str(dest), answered["dest"]),
+                                   ("source " + str(source), answered["source"])) if not ok]
+        out["msg"] = "rolled back migration %s of %s%s" % (
+            mid, instance, "; not reached: %s (run recover.yml again once it answers)" % ", ".join(pending)
+            if pending else "")
+        return out
+    # resume
+    if not (answered["source"] and answered["dest"]):
+        raise ResizeError("migration %s of %s: both its source %s and its destination %s must answer to resume it"
+                          % (mid, instance, source, dest), hint="or roll it back with -e action=rollback")
+    src_status = src_rec.get("status")
+    if dst_status in ("confirming",):
+        out["steps"] = ["confirm"]
+    elif dst_status == "finished":
+        out["steps"] = []
+        out["msg"] = "migration %s of %s is finished on %s: confirm or revert it" % (mid, instance, dest)
+        return out
+    elif src_status == "post-migrating" and not out["same_host"] and dst_status == "pre-migrating" and out["instance"]:
+        out["steps"] = ["finish"]
+    else:
+        raise ResizeError("migration %s of %s cannot be resumed from here (source %s: %s, destination %s: %s): "
+                          "its copy did not complete" % (mid, instance, source, src_status, dest, dst_status),
+                          hint="roll it back with -e action=rollback")
+    out["msg"] = "resumed migration %s of %s: %s" % (mid, instance, ", ".join(out["steps"]))
+    return out
+
+
+def resize_instance_name(instance):
+    """The VM's name if it is a plain libvirt domain name; otherwise the error says what is allowed.
+    Checked once on the controller, so that a bad name is one error, not one per host."""
+    return check_domain_name(instance)
 
 
 def resize_due(results, window_seconds, now):
@@ -312,4 +416,6 @@ class FilterModule:
             "resize_host_options": _wrap(resize_host_options),
             "resize_migration": _wrap(resize_migration),
             "resize_due": _wrap(resize_due),
+            "resize_recovery": _wrap(resize_recovery),
+            "resize_instance_name": _wrap(resize_instance_name),
         }

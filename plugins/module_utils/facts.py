@@ -55,8 +55,9 @@ def other_domains_paths(conn, vm_uuid):
     return out
 
 
-def describe_instance(dom):
-    """Model, state, disks (with sizes) and record of one domain."""
+def describe_instance(dom, state_dir=None):
+    """Model, state, disks (with sizes) and record of one domain, and the operation holding it on
+    this host now (busy), if any."""
     xml = inactive_xml(dom)
     model = model_from_xml(xml)
     disks = []
@@ -82,6 +83,7 @@ def describe_instance(dom):
         "model": model,
         "xml": xml,
         "migration": get_record(dom),
+        "busy": state_mod.vm_busy(state_dir, model["uuid"]) if state_dir else None,
     }
 
 
@@ -130,12 +132,16 @@ def gather(params):
             "domains": sorted(domains, key=lambda d: d["name"]),
         }
         hv.update(state_mod.claimed_totals(params["state_dir"]))
+        # Open migrations this host prepared (claims), also those without a domain here yet: what
+        # recover.yml cleans up after a destination that failed or a run that was killed.
+        hv["migrations"] = [{k: rec.get(k) for k in ("id", "instance", "uuid", "status", "source", "dest")}
+                            for rec in state_mod.records(params["state_dir"])]
         result = {"changed": False, "hypervisor": hv}
         if params.get("instance"):
             name = check_domain_name(params["instance"])
             dom = c.find(name)
             try:
-                result["instance"] = describe_instance(dom) if dom is not None else None
+                result["instance"] = describe_instance(dom, params["state_dir"]) if dom is not None else None
             except ResizeError as exc:
                 exc.domain, exc.host = name, hostname()
                 raise

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from . import _policy, storage
@@ -128,10 +129,18 @@ def finish(params, check_mode):
     name = check_domain_name(params["instance"])
     mid = state_mod.check_id(params["migration_id"])
     host = hostname()
-    xml = params["domain_xml"]
     rec = state_mod.read_record(params["state_dir"], mid)
-    if rec and rec.get("same_host"):
-        return finish_in_place(params, check_mode, rec, name, mid, host)
+    lock = contextlib.nullcontext() if check_mode or not rec else \
+        state_mod.vm_lock(params["state_dir"], rec["uuid"], "finish", mid, name, host)
+    with lock:
+        rec = state_mod.read_record(params["state_dir"], mid)  # again, under the lock
+        if rec and rec.get("same_host"):
+            return finish_in_place(params, check_mode, rec, name, mid, host)
+        return _finish(params, check_mode, rec, name, mid, host)
+
+
+def _finish(params, check_mode, rec, name, mid, host):
+    xml = params["domain_xml"]
     with Connection(params["uri"]) as c:
         dom = c.find(name)
         if dom is not None and not (rec is None and check_mode):

@@ -5,9 +5,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
-import tempfile
 
 from . import _policy
 from . import record as record_mod
@@ -46,84 +46,101 @@ def power_off_migrate(params, check_mode):
         dom = c.find(name)
         if dom is None:
             raise ValidationError("domain is not defined on this host", domain=name, host=host)
-        inst = describe_instance(dom)
-        rec = inst["migration"]
-        if rec and rec.get("id") == mid and rec.get("status") == "post-migrating":
-            return {"changed": False, "migration": rec, "old_power_state": rec.get("old_power_state"),
-                    "disks": rec.get("disks", []), "msg": "disks already copied for this migration"}
-        if record_mod.is_open(rec):
-            raise ValidationError("another migration of this VM is open: %s (status %s)"
-                                  % (rec["id"], rec["status"]), domain=name, host=host,
-                                  hint="confirm or revert it first")
-        if inst["state"] not in MOVABLE_STATES:
-            raise ValidationError("the VM is %s; only a running or shut-off VM can be resized" % inst["state"],
-                                  domain=name, host=host, hint="resume or repair it first")
-        disks = inst["copy_disks"]
-        same_host = bool(params.get("same_host"))
-        for d in disks:
-            if same_host and os.path.lexists(d["path"] + local.BACKUP_SUFFIX):
-                raise ValidationError("a backup %s%s already exists" % (d["path"], local.BACKUP_SUFFIX),
-                                      domain=name, host=host,
-                                      hint="it is left from an earlier resize: confirm or revert that first")
-        plan = {"changed": True, "old_power_state": inst["state"],
-                "disks": [{"path": d["path"], "allocation": d.get("allocation"), "virtual_size": d.get("virtual_size")}
-                          for d in disks]}
-        if check_mode:
-            return plan
-        old_state = inst["state"]
-        rec = record_mod.new_record(name, inst["uuid"], host, params["dest_host"], params.get("old_flavor"),
-                                    params.get("new_flavor"), migration_id=mid,
-                                    note="claim made on %s" % params["dest_host"])
-        rec["old_power_state"] = old_state
-        if same_host:
-            # Resize in place: the backup is a verified copy beside each disk, and the original
-            # definition travels in the record, so that revert can restore both exactly.
-            rec["same_host"] = True
-            rec["original_xml"] = inst["xml"]
-            # Name the backups before making them, so that a rollback finds even a half-made one
-            # (the paths were checked free above: whatever is there later is ours).
-            rec["disks"] = [{"path": d["path"], "backup": d["path"] + local.BACKUP_SUFFIX} for d in disks]
-        else:
-            rec["disks"] = plan_copy(disks, mid, name, host, params)
-        rec = record_mod.transition(rec, "migrating", "powering off on %s" % host)
-        set_record(dom, rec)
-        progress = Progress(state_mod.progress_path(params["state_dir"], mid),
-                                     [d for d, r in zip(disks, rec["disks"]) if not r.get("shared")],
-                                     every=1.0)
-        try:
-            progress.set_phase("shutting down")
-            stop = power_off(dom, timeout=params["shutdown_timeout"],
-                             retry_interval=params["shutdown_retry_interval"])
-            shared = [r["path"] for r in rec["disks"] if r.get("shared")]
-            where = "backups on this host" if same_host else params["dest"]
-            rec = record_mod.transition(rec, "migrating", "stopped (%s, %.1fs); copying %d disk(s) to %s%s"
-                                        % (stop["method"], stop["seconds"], len(disks) - len(shared), where,
-                                           "; %d on shared storage (backup beside it)" % len(shared) if shared else ""))
-            set_record(dom, rec)
-            checkpoint("shutdown")
-            if same_host:
-                progress.set_phase("backing up on this host")
-                copied = [local.local_copy(d["path"], d["path"] + local.BACKUP_SUFFIX) for d in disks]
-            else:
-                copied = copy_disks(disks, rec["disks"], params, progress)
-            checkpoint("copy")
-        except ResizeError as exc:
-            rec = record_mod.transition(rec, "error", exc.msg)
-            set_record(dom, rec)
-            exc.domain, exc.host = exc.domain or name, exc.host or host
-            raise
-        finally:
-            progress.close()
-        rec["disks"] = copied
-        rec = record_mod.transition(rec, "post-migrating", "%d disk(s) copied and verified" % len(copied))
-        set_record(dom, rec)
-        plan.update({"shutdown": stop, "disks": copied, "migration": rec, "state": state_of(dom)})
+        lock = contextlib.nullcontext() if check_mode else \
+            state_mod.vm_lock(params["state_dir"], dom.UUIDString(), "power-off and copy", mid, name, host)
+        with lock:  # held until the copy ends: the record is read, checked and written by one run only
+            return _power_off_migrate(params, check_mode, dom, name, mid, host)
+
+
+def _power_off_migrate(params, check_mode, dom, name, mid, host):
+    inst = describe_instance(dom)
+    rec = inst["migration"]
+    if rec and rec.get("id") == mid and rec.get("status") == "post-migrating":
+        return {"changed": False, "migration": rec, "old_power_state": rec.get("old_power_state"),
+                "disks": rec.get("disks", []), "msg": "disks already copied for this migration"}
+    if record_mod.is_open(rec):
+        raise ValidationError("another migration of this VM is open: %s (status %s)"
+                              % (rec["id"], rec["status"]), domain=name, host=host,
+                              hint="confirm or revert it first")
+    if inst["state"] not in MOVABLE_STATES:
+        raise ValidationError("the VM is %s; only a running or shut-off VM can be resized" % inst["state"],
+                              domain=name, host=host, hint="resume or repair it first")
+    disks = inst["copy_disks"]
+    same_host = bool(params.get("same_host"))
+    for d in disks:
+        if same_host and os.path.lexists(d["path"] + local.BACKUP_SUFFIX):
+            raise ValidationError("a backup %s%s already exists" % (d["path"], local.BACKUP_SUFFIX),
+                                  domain=name, host=host,
+                                  hint="it is left from an earlier resize: confirm or revert that first")
+    plan = {"changed": True, "old_power_state": inst["state"],
+            "disks": [{"path": d["path"], "allocation": d.get("allocation"), "virtual_size": d.get("virtual_size")}
+                      for d in disks]}
+    if check_mode:
         return plan
+    old_state = inst["state"]
+    rec = record_mod.new_record(name, inst["uuid"], host, params["dest_host"], params.get("old_flavor"),
+                                params.get("new_flavor"), migration_id=mid,
+                                note="claim made on %s" % params["dest_host"])
+    rec["old_power_state"] = old_state
+    if same_host:
+        # Resize in place: the backup is a verified copy beside each disk, and the original
+        # definition travels in the record, so that revert can restore both exactly.
+        rec["same_host"] = True
+        rec["original_xml"] = inst["xml"]
+        # Name the backups before making them, so that a rollback finds even a half-made one
+        # (the paths were checked free above: whatever is there later is ours).
+        rec["disks"] = [{"path": d["path"], "backup": d["path"] + local.BACKUP_SUFFIX} for d in disks]
+    else:
+        rec["disks"] = plan_copy(disks, mid, name, host, params)
+    rec = record_mod.transition(rec, "migrating", "powering off on %s" % host)
+    set_record(dom, rec)
+    progress = Progress(state_mod.progress_path(params["state_dir"], mid),
+                                 [d for d, r in zip(disks, rec["disks"]) if not r.get("shared")],
+                                 every=1.0)
+    try:
+        progress.set_phase("shutting down")
+        stop = power_off(dom, timeout=params["shutdown_timeout"],
+                         retry_interval=params["shutdown_retry_interval"])
+        shared = [r["path"] for r in rec["disks"] if r.get("shared")]
+        where = "backups on this host" if same_host else params["dest"]
+        rec = record_mod.transition(rec, "migrating", "stopped (%s, %.1fs); copying %d disk(s) to %s%s"
+                                    % (stop["method"], stop["seconds"], len(disks) - len(shared), where,
+                                       "; %d on shared storage (backup beside it)" % len(shared) if shared else ""))
+        set_record(dom, rec)
+        checkpoint("shutdown")
+        if same_host:
+            progress.set_phase("backing up on this host")
+            copied = [local.local_copy(d["path"], d["path"] + local.BACKUP_SUFFIX) for d in disks]
+        else:
+            copied = copy_disks(disks, rec["disks"], params, progress)
+        checkpoint("copy")
+    except ResizeError as exc:
+        rec = record_mod.transition(rec, "error", exc.msg)
+        set_record(dom, rec)
+        exc.domain, exc.host = exc.domain or name, exc.host or host
+        raise
+    finally:
+        progress.close()
+    rec["disks"] = copied
+    rec = record_mod.transition(rec, "post-migrating", "%d disk(s) copied and verified" % len(copied))
+    set_record(dom, rec)
+    plan.update({"shutdown": stop, "disks": copied, "migration": rec, "state": state_of(dom)})
+    return plan
+
+
+def xfer_dir(state_dir, migration_id):
+    """Where the one-off private key and the pinned host key live on the source while a step uses
+    them; removed by that step, and by revert, confirm and recover of the migration if the step was
+    killed."""
+    return os.path.join(state_dir, "xfer", state_mod.check_id(migration_id))
 
 
 def _transfer_files(params):
-    """A private temp dir with the one-off key and the destination's pinned host key."""
-    tmp = tempfile.mkdtemp(prefix="hvresize-xfer-")
+    """A private dir with the one-off key and the destination's pinned host key."""
+    tmp = xfer_dir(params["state_dir"], params["migration_id"])
+    os.makedirs(os.path.dirname(tmp), mode=0o700, exist_ok=True)
+    shutil.rmtree(tmp, ignore_errors=True)  # a killed earlier attempt of this very step
+    os.mkdir(tmp, 0o700)
     key = os.path.join(tmp, "id")
     fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:

@@ -21,18 +21,47 @@ try:
 except ImportError:  # pragma: no cover
     etree = None
 
-# Nova's migration statuses, and the moves between them.
-TRANSITIONS = {
-    None: ("pre-migrating",),
-    "pre-migrating": ("migrating", "error", "reverting"),
-    "migrating": ("post-migrating", "error", "reverting"),
-    "post-migrating": ("finished", "error", "reverting"),
-    "finished": ("confirming", "reverting", "error"),
-    "confirming": ("confirmed", "error"),
-    "reverting": ("reverted", "error"),
-    "error": ("reverting", "reverted"),
-    "confirmed": (),
-    "reverted": (),
+# Nova's migration statuses, and the moves between them: (from, to, the operation that makes the
+# move). docs/architecture.md ("The state machine") shows this table; a unit test holds both equal.
+MOVES = (
+    (None, "pre-migrating", "prep (claim on D); power-off (S's record, before it writes it)"),
+    ("pre-migrating", "migrating", "power-off and copy (S); finish (D)"),
+    ("migrating", "post-migrating", "power-off and copy, copy verified (S); finish (D)"),
+    ("post-migrating", "finished", "finish (D)"),
+    ("finished", "confirming", "confirm, step begin (D)"),
+    ("confirming", "confirmed", "confirm, step end (D)"),
+    ("pre-migrating", "error", "a failed step"),
+    ("migrating", "error", "a failed step; rollback (S)"),
+    ("post-migrating", "error", "rollback (S)"),
+    ("finished", "error", "rollback (D)"),
+    ("confirming", "error", "a failed confirm"),
+    ("reverting", "error", "a failed revert"),
+    ("pre-migrating", "reverting", "revert"),
+    ("migrating", "reverting", "revert"),
+    ("post-migrating", "reverting", "revert (S)"),
+    ("finished", "reverting", "revert"),
+    ("error", "reverting", "revert (S)"),
+    ("reverting", "reverted", "revert (S)"),
+    ("error", "reverted", "revert (S)"),
+)
+TRANSITIONS = {}
+for _from, _to, _op in MOVES:
+    TRANSITIONS.setdefault(_from, ())
+    TRANSITIONS[_from] += (_to,)
+for _status in ("confirmed", "reverted"):
+    TRANSITIONS.setdefault(_status, ())
+# Where a run that stopped (killed, a host gone) leaves a record, and what ends it. A record in
+# `error` with rolled_back is closed on S; the destination's claim, if it is left, is recover.yml's.
+RECOVERS = {
+    "pre-migrating": "recover.yml (rollback)",
+    "migrating": "recover.yml (rollback)",
+    "post-migrating": "recover.yml (rollback, or resume: finish on D); once D is finished: confirm.yml or revert.yml",
+    "finished": "confirm.yml or revert.yml",
+    "confirming": "recover.yml (resume: completes the confirm) or confirm.yml",
+    "error": "recover.yml (rollback)",
+    "reverting": "revert.yml or recover.yml (rollback)",
+    "confirmed": "nothing: closed",
+    "reverted": "nothing: closed",
 }
 OPEN_STATUSES = ("pre-migrating", "migrating", "post-migrating", "finished", "confirming", "reverting", "error")
 

@@ -10,8 +10,11 @@ whose record carries this migration's id and the files listed in received.jsonl 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import shutil
 
 from . import record as record_mod
 from . import state as state_mod
@@ -27,6 +30,13 @@ def _move(rec, status, note):
     if rec.get("status") == status:
         return rec
     return record_mod.transition(rec, status, note)
+
+
+def _vm_lock(params, vm_uuid, operation, check_mode, name, host):
+    """The VM's lock on this host (state.vm_lock), or nothing in check mode or when no VM is known."""
+    if check_mode or not vm_uuid:
+        return contextlib.nullcontext()
+    return state_mod.vm_lock(params["state_dir"], vm_uuid, operation, params["migration_id"], name, host)
 
 
 def _remove_domain(dom, name):
@@ -46,51 +56,79 @@ def revert_destination(params, check_mode):
     actions = []
     with Connection(params["uri"]) as c:
         dom = c.find(name)
-        drec = get_record(dom) if dom is not None else None
         srec = state_mod.read_record(params["state_dir"], mid)
-        if srec and srec.get("same_host"):
-            # Same host (as this host's own prep recorded it, never as a domain's record says): the
-            # domain carrying this id is the VM itself. Never remove it.
-            return revert_in_place(params, check_mode, c, dom, drec if (drec or {}).get("id") == mid else None)
-        if drec and drec.get("id") == mid and drec.get("status") in ("confirming", "confirmed"):
-            # V1: after confirm the domain here is the VM's only home; never remove it.
-            raise ValidationError("migration %s is %s here: the VM lives on this host now; refusing to remove it"
-                                  % (mid, drec["status"]), domain=name, host=host)
-        if dom is not None:
-            rec = drec
-            if rec and rec.get("id") == mid:
-                actions.append("remove domain %s" % name)
-                if not check_mode:
-                    _remove_domain(dom, name)
-        files = []
-        allowed_path = os.path.join(state_mod.migration_dir(params["state_dir"], mid), "allowed.json")
-        allowed = []
-        if os.path.exists(allowed_path):
-            with open(allowed_path) as fh:
-                allowed = list(json.load(fh))  # the paths prep let the receiver write
-        for entry in state_mod.received(params["state_dir"], mid):
-            files.append(entry["path"])
-        files += [p + PART_SUFFIX for p in allowed + files]
-        for path in sorted(set(files)):
-            if os.path.lexists(path):
-                actions.append("delete %s" % path)
-                if not check_mode:
-                    local.safe_unlink(path)
-        # Disks on shared storage are never deleted here: they are the source's disks (revert_source
-        # puts its backup back over them). Only our markers go.
-        for path in (srec or {}).get("markers") or []:
-            if os.path.lexists(path):
-                actions.append("delete marker %s" % path)
+        vm_uuid = dom.UUIDString() if dom is not None else (srec or {}).get("uuid")
+        with _vm_lock(params, vm_uuid, "revert", check_mode, name, host), _no_receiver(params, mid, check_mode, name,
+                                                                                        host):
+            return _revert_destination(params, check_mode, c, dom, name, mid, host, actions)
+
+
+@contextlib.contextmanager
+def _no_receiver(params, mid, check_mode, name, host):
+    """Refuse while a copy into this host is being received for the migration (the receiver holds
+    <migration dir>/receive.lock for each disk it writes), and keep the next disk out until done."""
+    path = os.path.join(state_mod.migration_dir(params["state_dir"], mid), "receive.lock")
+    if check_mode or not os.path.isdir(os.path.dirname(path)):
+        yield
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValidationError("a copy into this host is running for migration %s" % mid, domain=name, host=host,
+                                  hint="wait for the resize to end (it rolls back by itself if it fails), then revert")
+        yield
+    finally:
+        os.close(fd)
+
+
+def _revert_destination(params, check_mode, c, dom, name, mid, host, actions):
+    drec = get_record(dom) if dom is not None else None
+    srec = state_mod.read_record(params["state_dir"], mid)
+    if srec and srec.get("same_host"):
+        # Same host (as this host's own prep recorded it, never as a domain's record says): the
+        # domain carrying this id is the VM itself. Never remove it.
+        return revert_in_place(params, check_mode, c, dom, drec if (drec or {}).get("id") == mid else None)
+    if drec and drec.get("id") == mid and drec.get("status") in ("confirming", "confirmed"):
+        # V1: after confirm the domain here is the VM's only home; never remove it.
+        raise ValidationError("migration %s is %s here: the VM lives on this host now; refusing to remove it"
+                              % (mid, drec["status"]), domain=name, host=host)
+    if dom is not None:
+        rec = drec
+        if rec and rec.get("id") == mid:
+            actions.append("remove domain %s" % name)
+            if not check_mode:
+                _remove_domain(dom, name)
+    files = []
+    allowed_path = os.path.join(state_mod.migration_dir(params["state_dir"], mid), "allowed.json")
+    allowed = []
+    if os.path.exists(allowed_path):
+        with open(allowed_path) as fh:
+            allowed = list(json.load(fh))  # the paths prep let the receiver write
+    for entry in state_mod.received(params["state_dir"], mid):
+        files.append(entry["path"])
+    files += [p + PART_SUFFIX for p in allowed + files]
+    for path in sorted(set(files)):
+        if os.path.lexists(path):
+            actions.append("delete %s" % path)
+            if not check_mode:
+                local.safe_unlink(path)
+    # Disks on shared storage are never deleted here: they are the source's disks (revert_source
+    # puts its backup back over them). Only our markers go.
+    for path in (srec or {}).get("markers") or []:
+        if os.path.lexists(path):
+            actions.append("delete marker %s" % path)
+    if not check_mode:
+        remove_markers(srec or {})
+    if keys.has_key(params["authorized_keys"], mid):
+        actions.append("revoke transfer key")
         if not check_mode:
-            remove_markers(srec or {})
-        if keys.has_key(params["authorized_keys"], mid):
-            actions.append("revoke transfer key")
-            if not check_mode:
-                keys.edit_authorized_keys(params["authorized_keys"], remove_id=mid)
-        if os.path.isdir(state_mod.migration_dir(params["state_dir"], mid)):
-            actions.append("release claim")
-            if not check_mode:
-                state_mod.remove(params["state_dir"], mid)
+            keys.edit_authorized_keys(params["authorized_keys"], remove_id=mid)
+    if os.path.isdir(state_mod.migration_dir(params["state_dir"], mid)):
+        actions.append("release claim")
+        if not check_mode:
+            state_mod.remove(params["state_dir"], mid)
     return {"changed": bool(actions), "actions": actions, "host": host}
 
 
@@ -157,81 +195,119 @@ def revert_source(params, check_mode):
             raise ValidationError("domain is not defined on the source; nothing to revert to", domain=name,
                                   host=host, hint="if the resize was confirmed, the original is gone")
         rec = get_record(dom)
-        actions = []
         if not rec or rec.get("id") != mid:
             # This migration never touched the source (it failed before power-off): nothing to undo.
+            # (No lock either: another operation may hold the VM, e.g. the run that won a race.)
+            _drop_xfer(params, check_mode)
             return {"changed": False, "actions": [], "state": state_of(dom), "host": host}
-        old_state = rec.get("old_power_state")
-        if rec["status"] == "confirmed":
-            raise ValidationError("migration %s was confirmed; it cannot be reverted" % mid, domain=name, host=host)
-        final = "error" if params.get("rollback") else "reverted"
-        # Shared storage: the destination may have grown and used the very same disk; its backup,
-        # taken while the VM was off, goes back over it (the backup exists only once complete).
-        restore = [d for d in rec.get("disks", []) if d.get("shared") and local.is_regular(d.get("backup") or "")]
-        parts = [d["backup"] + PART_SUFFIX for d in rec.get("disks", [])
-                 if d.get("shared") and os.path.lexists((d.get("backup") or "") + PART_SUFFIX)]
-        if restore and dom.isActive():
-            raise ValidationError("the source domain is running; refusing to restore its shared disks under it",
-                                  domain=name, host=host)
-        actions += ["restore %s from %s" % (d["path"], d["backup"]) for d in restore]
-        actions += ["delete %s" % p for p in parts]
-        if rec["status"] != final or (params.get("rollback") and not rec.get("rolled_back")):
-            actions.append("record %s" % final)
-        if old_state == "running" and not dom.isActive():
-            actions.append("start %s" % name)
-        if check_mode or not actions:
-            return {"changed": bool(actions), "actions": actions, "state": state_of(dom), "host": host}
-        for d in restore:
-            os.replace(d["backup"], d["path"])
-        for p in parts:
-            os.unlink(p)
-        if restore:
-            rec = dict(rec, disks=[dict(d, backup=None, restored=True) if d in restore else d
-                                   for d in rec.get("disks", [])])
-        note = params.get("reason") or "reverted"
-        if params.get("rollback"):
-            # The failed resize is undone: the record keeps the error and says the VM is back as it was.
-            rec = record_mod.transition(rec, "error", note)
-            rec = dict(rec, rolled_back=True)
-            rec["history"] = rec["history"] + [{"at": record_mod.now(), "status": "error",
-                                                "note": "rolled back: original definition, disks and power state"}]
-        else:
-            if rec["status"] not in ("error", "reverting", "reverted"):
-                rec = _move(rec, "reverting", note)
-            rec = _move(rec, "reverted", note)
-        set_record(dom, rec)
-        if old_state == "running" and not dom.isActive():
-            try:
-                dom.create()
-            except libvirt.libvirtError as exc:
-                raise libvirt_error(exc, "cannot start the original domain again", domain=name)
-        return {"changed": True, "actions": actions, "state": state_of(dom), "migration": rec, "host": host}
+        with _vm_lock(params, dom.UUIDString(), "rollback" if params.get("rollback") else "revert", check_mode,
+                      name, host):
+            return _revert_source(params, check_mode, dom, name, mid, host)
+
+
+def _drop_xfer(params, check_mode):
+    """The one-off private key of a killed copy step, if it left one."""
+    path = os.path.join(params["state_dir"], "xfer", params["migration_id"])
+    if not check_mode and os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+        return True
+    return False
+
+
+def _revert_source(params, check_mode, dom, name, mid, host):
+    rec = get_record(dom)  # again, under the lock
+    actions = []
+    if not rec or rec.get("id") != mid:
+        return {"changed": False, "actions": [], "state": state_of(dom), "host": host}
+    _drop_xfer(params, check_mode)
+    old_state = rec.get("old_power_state")
+    if rec["status"] == "confirmed":
+        raise ValidationError("migration %s was confirmed; it cannot be reverted" % mid, domain=name, host=host)
+    final = "error" if params.get("rollback") else "reverted"
+    # Shared storage: the destination may have grown and used the very same disk; its backup,
+    # taken while the VM was off, goes back over it (the backup exists only once complete).
+    restore = [d for d in rec.get("disks", []) if d.get("shared") and local.is_regular(d.get("backup") or "")]
+    parts = [d["backup"] + PART_SUFFIX for d in rec.get("disks", [])
+             if d.get("shared") and os.path.lexists((d.get("backup") or "") + PART_SUFFIX)]
+    if restore and dom.isActive():
+        raise ValidationError("the source domain is running; refusing to restore its shared disks under it",
+                              domain=name, host=host)
+    actions += ["restore %s from %s" % (d["path"], d["backup"]) for d in restore]
+    actions += ["delete %s" % p for p in parts]
+    if rec["status"] != final or (params.get("rollback") and not rec.get("rolled_back")):
+        actions.append("record %s" % final)
+    if old_state == "running" and not dom.isActive():
+        actions.append("start %s" % name)
+    if check_mode or not actions:
+        return {"changed": bool(actions), "actions": actions, "state": state_of(dom), "host": host}
+    for d in restore:
+        os.replace(d["backup"], d["path"])
+    for p in parts:
+        os.unlink(p)
+    if restore:
+        rec = dict(rec, disks=[dict(d, backup=None, restored=True) if d in restore else d
+                               for d in rec.get("disks", [])])
+    note = params.get("reason") or "reverted"
+    if params.get("rollback"):
+        # The failed resize is undone: the record keeps the error and says the VM is back as it was.
+        rec = record_mod.transition(rec, "error", note)
+        rec = dict(rec, rolled_back=True)
+        rec["history"] = rec["history"] + [{"at": record_mod.now(), "status": "error",
+                                            "note": "rolled back: original definition, disks and power state"}]
+    else:
+        if rec["status"] not in ("error", "reverting", "reverted"):
+            rec = _move(rec, "reverting", note)
+        rec = _move(rec, "reverted", note)
+    set_record(dom, rec)
+    if old_state == "running" and not dom.isActive():
+        try:
+            dom.create()
+        except libvirt.libvirtError as exc:
+            raise libvirt_error(exc, "cannot start the original domain again", domain=name)
+    return {"changed": True, "actions": actions, "state": state_of(dom), "migration": rec, "host": host}
 
 
 def confirm_destination(params, check_mode):
     name = check_domain_name(params["instance"])
     mid = state_mod.check_id(params["migration_id"])
+    host = hostname()
     with Connection(params["uri"]) as c:
         dom = c.find(name)
-        rec = get_record(dom) if dom is not None else None
-        if not rec or rec.get("id") != mid:
-            raise ValidationError("migration %s is not on this host's domain" % mid, domain=name, host=hostname())
-        if rec["status"] == "confirmed":
-            return {"changed": False, "migration": rec}
-        if rec["status"] != "finished":
-            raise ValidationError("migration %s is %s; only a finished resize can be confirmed"
-                                  % (mid, rec["status"]), domain=name, host=hostname())
+        if dom is None:
+            raise ValidationError("migration %s is not on this host's domain" % mid, domain=name, host=host)
+        with _vm_lock(params, dom.UUIDString(), "confirm", check_mode, name, host):
+            return _confirm_destination(params, check_mode, dom, name, mid, host)
+
+
+def _confirm_destination(params, check_mode, dom, name, mid, host):
+    """step begin: finished -> confirming, the point of no return that a revert can no longer pass
+    (the destination's record decides between a confirm and a revert racing each other); step end:
+    -> confirmed, claim released (after the source deleted its backup)."""
+    rec = get_record(dom)
+    if not rec or rec.get("id") != mid:
+        raise ValidationError("migration %s is not on this host's domain" % mid, domain=name, host=host)
+    if rec["status"] == "confirmed" or (params.get("step") == "begin" and rec["status"] == "confirming"):
+        return {"changed": False, "migration": rec}
+    if rec["status"] not in ("finished", "confirming"):
+        raise ValidationError("migration %s is %s; only a finished resize can be confirmed"
+                              % (mid, rec["status"]), domain=name, host=host)
+    if params.get("step") == "begin":
         if check_mode:
-            return {"changed": True, "actions": ["record confirmed", "release claim"]}
-        rec = record_mod.transition(rec, "confirming", "confirm requested")
-        rec = record_mod.transition(rec, "confirmed", "source cleaned up; claim released")
-        rec.pop("original_xml", None)
+            return {"changed": True, "actions": ["record confirming"]}
+        rec = record_mod.transition(rec, "confirming", "confirm requested; the source deletes its backup next")
         set_record(dom, rec)
-        srec = state_mod.read_record(params["state_dir"], mid)
-        remove_markers(srec or {})
-        state_mod.remove(params["state_dir"], mid)
-        keys.edit_authorized_keys(params["authorized_keys"], remove_id=mid)
-        return {"changed": True, "migration": rec, "actions": ["record confirmed", "release claim"]}
+        return {"changed": True, "migration": rec, "actions": ["record confirming"]}
+    if check_mode:
+        return {"changed": True, "actions": ["record confirmed", "release claim"]}
+    rec = _move(rec, "confirming", "confirm requested")
+    rec = record_mod.transition(rec, "confirmed", "source cleaned up; claim released")
+    rec.pop("original_xml", None)
+    set_record(dom, rec)
+    srec = state_mod.read_record(params["state_dir"], mid)
+    remove_markers(srec or {})
+    state_mod.remove(params["state_dir"], mid)
+    keys.edit_authorized_keys(params["authorized_keys"], remove_id=mid)
+    return {"changed": True, "migration": rec, "actions": ["record confirmed", "release claim"]}
 
 
 def confirm_source(params, check_mode):
@@ -242,35 +318,41 @@ def confirm_source(params, check_mode):
     with Connection(params["uri"]) as c:
         dom = c.find(name)
         if dom is None:
-            return {"changed": False, "actions": [], "msg": "nothing left on the source"}
-        rec = get_record(dom)
-        if not rec or rec.get("id") != mid:
-            raise ValidationError("the domain here is not the source of migration %s; refusing to delete it" % mid,
-                                  domain=name, host=host)
-        if rec.get("same_host"):
-            # Resized in place: the backups are all there is to delete; the domain is the VM.
-            if rec["status"] not in ("finished", "confirming", "confirmed"):
-                raise ValidationError("migration %s is %s; only a finished resize can be confirmed"
-                                      % (mid, rec["status"]), domain=name, host=host)
-            backups = [d["backup"] for d in rec.get("disks", []) if d.get("backup") and os.path.exists(d["backup"])]
-            if not check_mode:
-                for path in backups:
-                    os.unlink(path)
-            return {"changed": bool(backups), "actions": ["delete backup %s" % p for p in backups]}
-        if rec["status"] != "post-migrating":
-            raise ValidationError("migration %s is %s on the source; only a completed copy can be confirmed"
+            return {"changed": _drop_xfer(params, check_mode), "actions": [], "msg": "nothing left on the source"}
+        with _vm_lock(params, dom.UUIDString(), "confirm", check_mode, name, host):
+            return _confirm_source(params, check_mode, dom, name, mid, host)
+
+
+def _confirm_source(params, check_mode, dom, name, mid, host):
+    rec = get_record(dom)
+    if not rec or rec.get("id") != mid:
+        raise ValidationError("the domain here is not the source of migration %s; refusing to delete it" % mid,
+                              domain=name, host=host)
+    _drop_xfer(params, check_mode)
+    if rec.get("same_host"):
+        # Resized in place: the backups are all there is to delete; the domain is the VM.
+        if rec["status"] not in ("finished", "confirming", "confirmed"):
+            raise ValidationError("migration %s is %s; only a finished resize can be confirmed"
                                   % (mid, rec["status"]), domain=name, host=host)
-        if dom.isActive():
-            raise ValidationError("the source domain is running; refusing to delete it", domain=name, host=host,
-                                  hint="shut it off, or revert the resize")
-        # A disk on shared storage is the one the destination now uses: only its backup goes.
-        paths = [d["backup"] if d.get("shared") else d["path"] for d in rec.get("disks", [])]
-        paths = [p for p in paths if p]
-        actions = ["undefine %s" % name] + ["delete %s" % p for p in paths if os.path.exists(p)]
-        if check_mode:
-            return {"changed": True, "actions": actions}
-        _remove_domain(dom, name)
-        for path in paths:
-            if os.path.exists(path):
+        backups = [d["backup"] for d in rec.get("disks", []) if d.get("backup") and os.path.exists(d["backup"])]
+        if not check_mode:
+            for path in backups:
                 os.unlink(path)
+        return {"changed": bool(backups), "actions": ["delete backup %s" % p for p in backups]}
+    if rec["status"] != "post-migrating":
+        raise ValidationError("migration %s is %s on the source; only a completed copy can be confirmed"
+                              % (mid, rec["status"]), domain=name, host=host)
+    if dom.isActive():
+        raise ValidationError("the source domain is running; refusing to delete it", domain=name, host=host,
+                              hint="shut it off, or revert the resize")
+    # A disk on shared storage is the one the destination now uses: only its backup goes.
+    paths = [d["backup"] if d.get("shared") else d["path"] for d in rec.get("disks", [])]
+    paths = [p for p in paths if p]
+    actions = ["undefine %s" % name] + ["delete %s" % p for p in paths if os.path.exists(p)]
+    if check_mode:
         return {"changed": True, "actions": actions}
+    _remove_domain(dom, name)
+    for path in paths:
+        if os.path.exists(path):
+            os.unlink(path)
+    return {"changed": True, "actions": actions}

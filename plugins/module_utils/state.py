@@ -4,6 +4,8 @@
 """A host's migration directory: records and claims as JSON, under one lock. Private.
 
 <state_dir>/lock                        flock held while claims are read and written
+<state_dir>/vms/<uuid>.lock             flock held by the one operation on that VM on this host
+                                        (power-off and copy, finish, confirm, revert); says who holds it
 <state_dir>/migrations/<id>/record.json the record (with the claim: vcpus, memory_mb, disk_bytes)
 <state_dir>/migrations/<id>/allowed.json paths the receiver may create
 <state_dir>/migrations/<id>/receive.py  the receive-only script of this migration
@@ -18,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import time
 
 from . import record as record_mod
 from .errors import ValidationError
@@ -49,6 +52,76 @@ def locked(state_dir):
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+def _vm_lock_path(state_dir, vm_uuid):
+    if not isinstance(vm_uuid, str) or not UUID_RE.fullmatch(vm_uuid):
+        raise ValidationError("%r is not a domain UUID" % (vm_uuid,))
+    return os.path.join(state_dir, "vms", vm_uuid.lower() + ".lock")
+
+
+@contextlib.contextmanager
+def vm_lock(state_dir, vm_uuid, operation, migration_id=None, domain=None, host=None):
+    """One operation per VM on this host. Never waits: if another operation holds the VM, it is
+    refused, naming that operation. The kernel drops the lock when its process ends, however it
+    ends, so a killed run never leaves the VM locked."""
+    path = _vm_lock_path(state_dir, vm_uuid)
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(fd)
+            raise ValidationError(
+                "another operation on this VM is running here: %s of migration %s (pid %s, since %s)"
+                % (holder.get("operation", "?"), holder.get("migration_id") or "-", holder.get("pid", "?"),
+                   holder.get("since", "?")), domain=domain, host=host,
+                hint="wait for it to end and look again; only one operation per VM runs at a time",
+                details={"running": holder})
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"operation": operation, "migration_id": migration_id, "pid": os.getpid(),
+                                  "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def vm_busy(state_dir, vm_uuid, locks="/proc/locks"):
+    """Who holds the VM's lock on this host right now, or None. Read-only (for facts): it looks the
+    lock up in the kernel's table instead of trying it, so it can never make an operation fail."""
+    try:
+        path = _vm_lock_path(state_dir, vm_uuid)
+        st = os.stat(path)
+    except (OSError, ValidationError):
+        return None
+    key = " %02x:%02x:%d " % (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
+    try:
+        with open(locks) as fh:
+            held = any("FLOCK" in line and key in line for line in fh)
+    except OSError:
+        return None
+    if not held:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return {"operation": "unknown"}
+    try:
+        return _holder(fd) or {"operation": "unknown"}
+    finally:
+        os.close(fd)
+
+
+def _holder(fd):
+    try:
+        data = json.loads(os.pread(fd, 4096, 0).decode("utf-8") or "{}")
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _write_json(path, obj):

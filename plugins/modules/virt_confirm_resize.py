@@ -10,12 +10,17 @@ module: virt_confirm_resize
 short_description: Confirm a finished resize, one side at a time
 version_added: 0.1.0
 description:
-  - Run with O(side=source) on the source first, then with O(side=destination) on the destination
-    (Nova's C(confirm_resize)).
+  - Run with O(side=destination) and O(step=begin) on the destination, then with O(side=source) on
+    the source, then with O(side=destination) on the destination again (Nova's C(confirm_resize)).
+    The first call is the point of no return - once the destination's record says C(confirming),
+    a revert of the same migration is refused there, so a confirm and a revert started together
+    cannot both proceed.
   - B(source) deletes the backup - the old definition and the disks this migration copied - and
     only when the record there says the copy completed for O(migration_id) and the domain is shut off.
   - B(destination) moves the record to C(confirmed) and releases the claim. Only a C(finished)
-    resize can be confirmed.
+    (or C(confirming)) resize can be confirmed.
+  - One operation per VM on each host - a confirm of a VM that another operation holds there (a
+    revert, a copy) is refused, naming that operation.
   - For a same-host resize, B(source) deletes only the backups beside the disks; the domain is the VM.
   - Idempotent.
 author: hypervisor.resize maintainers (@hypervisor-resize)
@@ -33,6 +38,13 @@ options:
     type: str
     choices: [source, destination]
     required: true
+  step:
+    description:
+      - On the destination, V(begin) only moves the record from C(finished) to C(confirming); V(end)
+        (the default) completes the confirm (from C(finished) or C(confirming)). Ignored on the source.
+    type: str
+    choices: [begin, end]
+    default: end
 attributes:
   check_mode:
     support: full
@@ -42,6 +54,14 @@ attributes:
 """
 
 EXAMPLES = r"""
+- name: Say on the destination that the resize is being confirmed (a revert is refused from now on)
+  hypervisor.resize.virt_confirm_resize:
+    instance: web01
+    migration_id: 0b6f0c7e-4c1e-4a7b-9b55-2a8f1f0e6d11
+    side: destination
+    step: begin
+  delegate_to: hv2
+
 - name: Delete the backup on the source
   hypervisor.resize.virt_confirm_resize:
     instance: web01
@@ -79,6 +99,7 @@ def main():
     module = ResizeModule(
         argument_spec=dict(
             side=dict(type="str", required=True, choices=["source", "destination"]),
+            step=dict(type="str", default="end", choices=["begin", "end"]),
         ),
         state_dir=True,
         migration=True,

@@ -56,7 +56,13 @@ EXAMPLES = r"""
 
 RETURN = r"""
 hypervisor:
-  description: Facts of this hypervisor.
+  description:
+    - Facts of this hypervisor.
+    - C(storage_roots) - where a disk arriving from another host may be written (the instances path
+      and the targets of active libvirt C(dir), C(fs), C(netfs) pools; docs/security.md rule P1);
+      C(storage_roots_refused) - pool targets never used as roots (under the deny list).
+    - C(migrations) - the migrations this host prepared and still holds (claims), also those with no
+      domain here yet; what C(playbooks/recover.yml) cleans.
   returned: always
   type: dict
   sample:
@@ -75,12 +81,17 @@ hypervisor:
     claimed_disk_bytes: 0
     free_disk_bytes: 85899345920
     instances_path: /var/lib/libvirt/images
+    storage_roots: [/var/lib/libvirt/images, /var/lib/libvirt/shared]
+    storage_roots_refused: []
+    migrations: [{id: 0b6f..., instance: web01, uuid: 6f1c..., status: pre-migrating, source: hv1, dest: hv2}]
     bridges: [vmbr0]
     networks: []
     domains:
       - {name: web01, uuid: 6f1c..., state: running, vcpus: 1, memory_mb: 128, migration: null}
 instance:
-  description: Model of O(instance) when it is defined on this host, else null.
+  description:
+    - Model of O(instance) when it is defined on this host, else null.
+    - C(busy) - the operation that holds the VM on this host right now (one operation per VM), or null.
   returned: when O(instance) is given
   type: dict
   sample:
@@ -96,6 +107,7 @@ instance:
     model: {}
     xml: "<domain type='qemu'>...</domain>"
     migration: null
+    busy: {operation: power-off and copy, migration_id: 0b6f..., pid: 4242, since: "2026-12-02T10:00:00Z"}
 """
 
 from ansible_collections.hypervisor.resize.plugins.module_utils.common import ResizeModule

@@ -187,3 +187,42 @@ def test_exec_enters_the_host(bed):
         [bed.script, "exec", "hv2", "hostname"], capture_output=True, text=True, timeout=30, check=True
     )
     assert proc.stdout.strip() == "hv2"
+
+
+def test_benchmark_helpers_run_inside_a_host_from_a_path_the_host_sees(bed):
+    """A checkout under /tmp or /root is invisible inside the bed's hosts (each has its own): the
+    benchmarks copy their helpers and the product's code into the host and run them from there."""
+    import sys
+    sys.path.insert(0, os.path.join(bed.repo, "benchmarks"))
+    from benchlib import common  # pylint: disable=import-outside-toplevel
+
+    path = common.host_helper_path("hv2", "hostfacts.py")
+    assert not path.startswith(bed.repo) and path.startswith("/var/lib/libvirt/")
+    facts = common.helper("hv2", "hostfacts.py")
+    assert facts["hypervisor"]["hostname"] == "hv2"
+    assert "/var/lib/libvirt/images" in facts["hypervisor"]["storage_roots"]
+
+
+def test_a_second_checkout_neither_takes_over_nor_tears_down_a_running_bed(bed, tmp_path):
+    """Two clones on one machine: the bed's names are machine-wide, so the second clone's `bed up`
+    refuses (naming the first), and its `bed down` leaves the first's bed and guests running."""
+    import shutil
+    other = tmp_path / "clone"
+    shutil.copytree(os.path.join(bed.repo, "tests", "testbed"), other / "tests" / "testbed",
+                    ignore=shutil.ignore_patterns("generated"))
+    name = f"it-twoclones-{uuid.uuid4().hex[:6]}"
+    bed.run("guest", name, "--host", "hv1")
+    try:
+        pid_before = bed.run("exec", "hv1", "pgrep", "-f", f"guest={name},", check=False).stdout
+        script = str(other / "tests" / "testbed" / "bed")
+        up = subprocess.run([script, "up"], capture_output=True, text=True, timeout=120, check=False)
+        assert up.returncode != 0 and f"the test bed of another checkout is up (state: {bed.state})" in up.stderr
+        down = subprocess.run([script, "down"], capture_output=True, text=True, timeout=120, check=False)
+        assert down.returncode == 0 and "left it up" in down.stderr
+        assert bed.run("status").returncode == 0
+        state = bed.run("exec", "hv1", "virsh", "-c", URI, "domstate", name).stdout.strip()
+        assert state == "running"
+        pid_after = bed.run("exec", "hv1", "pgrep", "-f", f"guest={name},", check=False).stdout
+        assert pid_before.strip() and pid_after == pid_before, "the guest's QEMU was not restarted"
+    finally:
+        bed.run("rm-guest", name, check=False)

@@ -241,6 +241,14 @@ def receive(fd_in, header, allowed, mdir):
     if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= int(spec["max_size"]):
         raise Refused("declared size %r of %s is more than this migration allows (%d bytes)"
                       % (size, path, int(spec["max_size"])))
+    lock = os.open(os.path.join(mdir, "receive.lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # revert waits for no one: it refuses while we run
+    except BlockingIOError:
+        raise Refused("this migration is being reverted or received by another session")
+    # allowed.json again, under the lock: a revert that ran before us has removed it.
+    if load_json(os.path.join(mdir, "allowed.json"), {}).get(path) != spec:
+        raise Refused("path %s is no longer part of this migration" % path)
     directory, name = os.path.split(path)
     part = name + PART_SUFFIX
     dfd = open_dir(directory)

@@ -192,3 +192,65 @@ def test_the_controller_renders_what_it_parsed_not_what_the_source_reported():
     assert inst["model"]["metadata"] == [] and all("hostdev" not in d for d in inst["model"]["devices"])
     assert [d["path"] for d in inst["copy_disks"]] == ["/i/web01.qcow2"]
     assert inst["copy_disks"][0]["allocation"] == GIB, "sizes still come from the source, per path"
+
+
+# --- one operation per VM, and recovery ----------------------------------------------------------
+
+def _rec(status, mid="m-1", **kw):
+    return dict({"id": mid, "status": status, "source": "hv1", "dest": "hv2", "updated": "2026-12-01T10:00:00Z",
+                 "new_flavor": FLAVOR, "old_power_state": "running"}, **kw)
+
+
+def _results(src=None, dst=None, claim=None, busy=None, down=()):
+    inst = dict(INSTANCE, migration=src, busy=busy, model={"name": "web01"})
+    out = {"hv1": {"hypervisor": hv(migrations=[]), "instance": inst},
+           "hv2": {"hypervisor": hv(migrations=[claim] if claim else []),
+                   "instance": dict(INSTANCE, migration=dst, busy=None) if dst else None},
+           "hv3": {"hypervisor": hv(migrations=[]), "instance": None}}
+    for h in down:
+        out[h] = {"failed": True, "msg": "unreachable"}
+    return out
+
+
+def test_a_busy_vm_is_refused_by_every_entry_point_naming_the_operation():
+    busy = {"operation": "power-off and copy", "migration_id": "m-1", "pid": 42, "since": "t"}
+    res = _results(src=_rec("migrating"), busy=busy)
+    for name, args in (("resize_locate", ("web01",)), ("resize_migration", ("web01",)),
+                       ("resize_recovery", ("web01",))):
+        with pytest.raises(AnsibleFilterError, match=r"hv1 runs power-off and copy of migration m-1 \(pid 42"):
+            F[name](res, *args)
+
+
+def test_locate_says_recover_for_a_resize_that_did_not_end_and_confirm_for_one_that_waits():
+    with pytest.raises(AnsibleFilterError, match="run playbooks/recover.yml -e instance=web01"):
+        F["resize_locate"](_results(src=_rec("migrating")), "web01")
+    with pytest.raises(AnsibleFilterError, match="confirm or revert it first"):
+        F["resize_locate"](_results(src=_rec("post-migrating"), dst=_rec("finished")), "web01")
+
+
+def test_recovery_rolls_back_on_both_hosts_or_on_those_that_answer():
+    claim = {"id": "m-1", "instance": "web01", "status": "pre-migrating", "source": "hv1", "dest": "hv2"}
+    plan = F["resize_recovery"](_results(src=_rec("post-migrating"), claim=claim), "web01")
+    assert (plan["id"], plan["source"], plan["dest"], plan["steps"]) == ("m-1", "hv1", "hv2", ["destination", "source"])
+    plan = F["resize_recovery"](_results(src=_rec("migrating"), claim=claim, down=("hv2",)), "web01")
+    assert plan["steps"] == ["source"] and "not reached: destination hv2" in plan["msg"]
+    # the source rolled back already, the destination's claim is what is left
+    plan = F["resize_recovery"](_results(src=_rec("error", rolled_back=True), claim=claim), "web01")
+    assert plan["steps"] == ["destination", "source"]
+
+
+def test_recovery_resumes_only_a_completed_copy_or_a_begun_confirm():
+    claim = {"id": "m-1", "instance": "web01", "status": "pre-migrating", "source": "hv1", "dest": "hv2"}
+    plan = F["resize_recovery"](_results(src=_rec("post-migrating"), claim=claim), "web01", "resume")
+    assert plan["steps"] == ["finish"] and plan["new_flavor"] == FLAVOR and plan["old_power_state"] == "running"
+    with pytest.raises(AnsibleFilterError, match="its copy did not complete"):
+        F["resize_recovery"](_results(src=_rec("migrating"), claim=claim), "web01", "resume")
+    plan = F["resize_recovery"](_results(src=_rec("post-migrating"), dst=_rec("confirming")), "web01", "resume")
+    assert plan["steps"] == ["confirm"]
+    with pytest.raises(AnsibleFilterError, match="the confirm has begun"):
+        F["resize_recovery"](_results(src=_rec("post-migrating"), dst=_rec("confirming")), "web01", "rollback")
+
+
+def test_recovery_with_nothing_open_does_nothing():
+    plan = F["resize_recovery"](_results(src=_rec("reverted")), "web01")
+    assert plan["id"] is None and plan["steps"] == []

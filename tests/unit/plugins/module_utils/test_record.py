@@ -73,3 +73,39 @@ def test_embed_leaves_no_other_element_of_our_namespace():
     out = record.embed(fake, new())
     assert "fake" not in out and "hvr:record" not in out
     assert out.count("<hvr:migration ") == 1
+
+
+def _doc_tables():
+    """The two tables of docs/architecture.md's "One operation per VM, and the state machine"."""
+    import os
+    doc = os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "docs", "architecture.md")
+    with open(doc) as fh:
+        text = fh.read().split("## One operation per VM, and the state machine", 1)[1].split("\n## ", 1)[0]
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in text.splitlines()
+            if line.startswith("| ") and not line.startswith("|---")]
+    moves = [tuple(r) for r in rows if len(r) == 3 and r[0] != "from"]
+    recovers = dict(tuple(r) for r in rows if len(r) == 2 and r[0] != "status")
+    return moves, recovers
+
+
+def test_the_state_machine_in_the_docs_is_the_one_in_the_code():
+    moves, recovers = _doc_tables()
+    assert moves == [(f or "(none)", t, op) for f, t, op in record.MOVES]
+    assert recovers == record.RECOVERS
+
+
+def test_every_status_is_reachable_and_says_what_recovers_it():
+    reachable, todo = set(), [None]
+    while todo:
+        status = todo.pop()
+        for nxt in record.TRANSITIONS.get(status, ()):
+            if nxt not in reachable:
+                reachable.add(nxt)
+                todo.append(nxt)
+    statuses = set(s for s in record.TRANSITIONS if s)
+    assert reachable == statuses, "every status can be reached from a new record"
+    assert set(record.RECOVERS) == statuses, "and every one says what ends it"
+    assert all(record.TRANSITIONS[s] == () for s in ("confirmed", "reverted")), "closed ones stay closed"
+    for status in statuses - {"confirmed", "reverted"}:
+        assert record.is_open({"status": status}), status
+        assert "nothing" not in record.RECOVERS[status]
