@@ -316,7 +316,8 @@ def resize_recovery(results, instance, action="rollback"):
     out = {"id": mid, "source": source, "dest": dest, "status": status, "answered": answered, "action": action,
            "same_host": source == dest, "new_flavor": src_rec.get("new_flavor") or any_rec.get("new_flavor"),
            "old_power_state": src_rec.get("old_power_state"),
-           "instance": (facts.get(source) or {}).get("instance") if answered["source"] else None}
+           "instance": _from_own_parse((facts.get(source) or {}).get("instance") or {})
+           if answered["source"] and (facts.get(source) or {}).get("instance") else None}
     if action == "rollback":
         if dst_status in ("confirming", "confirmed"):
             raise ResizeError("migration %s of %s is %s on %s: the confirm has begun and cannot be rolled back"
