@@ -102,9 +102,8 @@ def _from_own_parse(inst):
     if not inst.get("xml"):
         return inst
     model = model_from_xml(inst["xml"])
-    sizes = {d.get("path"): {k: d.get(k) for k in ("virtual_size", "allocation", "file_size", "backing_file",
-                                                      "data_file")}
-             for d in inst.get("disks") or [] if d.get("path")}
+    keys = ("virtual_size", "allocation", "file_size", "backing_file", "data_file")
+    sizes = {d.get("path"): {k: d.get(k) for k in keys} for d in inst.get("disks") or [] if d.get("path")}
     disks = [dict(d, **sizes.get(d["path"], {})) for d in model["disks"]]
     if model["name"] != inst.get("name") or model["uuid"] != inst.get("uuid"):
         raise ResizeError("the source's report of VM %s does not match its own definition" % inst.get("name"))

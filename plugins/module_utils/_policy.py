@@ -297,8 +297,8 @@ def _device(dev, rv):
             rv.refuse("D8", "<emulator>%s</emulator> is not a QEMU binary" % value)
     elif tag == "disk":
         _disk(dev, rv)
-    elif tag in ("hostdev", "shmem") or (tag == "memory" and (dev.find("./source/path") is not None
-                                                               or dev.get("model") == "sgx-epc")):
+    elif tag in ("hostdev", "shmem") or (
+            tag == "memory" and (dev.find("./source/path") is not None or dev.get("model") == "sgx-epc")):
         rv.refuse("D1", "%s gives the guest a host device or host memory" % _describe(dev))
         for el in dev.iter():
             for key in el.attrib:
@@ -340,8 +340,8 @@ def _device(dev, rv):
         for el in [dev] + dev.findall("listen"):
             if el.get("socket"):
                 rv.path("socket", el.get("socket"), el, "socket", "<graphics> socket")
-        if dev.get("type") == "egl-headless" or any(gl.get("enable") == "yes" or gl.get("rendernode")
-                                                      for gl in dev.findall("gl")):
+        gl_on = any(gl.get("enable") == "yes" or gl.get("rendernode") for gl in dev.findall("gl"))
+        if dev.get("type") == "egl-headless" or gl_on:
             rv.refuse("D1", "<graphics type='%s'> with GL gives the guest a host GPU" % dev.get("type"))
             for gl in dev.findall("gl"):
                 rv.classified.add((gl, "rendernode"))
@@ -369,8 +369,8 @@ def _disk(dev, rv):
             rv.classified.add((source, "dev"))
         return
     if dtype == "dir":
-        rv.refuse("D2", "disk <source dir='%s'> exposes a host directory" % (source.get("dir") if source is not None
-                                                                          else ""))
+        where = source.get("dir") if source is not None else ""
+        rv.refuse("D2", "disk <source dir='%s'> exposes a host directory" % where)
         if source is not None:
             rv.classified.add((source, "dir"))
         return
@@ -400,8 +400,8 @@ def _disk(dev, rv):
     path = source.get("file") if source is not None else None
     fmt = dev.find("driver").get("type", "raw") if dev.find("driver") is not None else "raw"
     if path and fmt not in IMAGE_FORMATS:
-        rv.refuse("P3", "disk %s has format '%s'; this version checks only %s images" % (path, fmt,
-                                                                                        " and ".join(IMAGE_FORMATS)))
+        rv.refuse("P3", "disk %s has format '%s'; this version checks only %s images"
+                  % (path, fmt, " and ".join(IMAGE_FORMATS)))
     if path and (path.startswith("/dev/") or path == "/dev"):
         rv.refuse("D4", "disk %s is a host device node" % path)
         rv.classified.add((source, "file"))

@@ -95,8 +95,7 @@ def _power_off_migrate(params, check_mode, dom, name, mid, host):
     rec = record_mod.transition(rec, "migrating", "powering off on %s" % host)
     set_record(dom, rec)
     progress = Progress(state_mod.progress_path(params["state_dir"], mid),
-                                 [d for d, r in zip(disks, rec["disks"]) if not r.get("shared")],
-                                 every=1.0)
+                        [d for d, r in zip(disks, rec["disks"]) if not r.get("shared")], every=1.0)
     try:
         progress.set_phase("shutting down")
         stop = power_off(dom, timeout=params["shutdown_timeout"],

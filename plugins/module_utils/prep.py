@@ -79,24 +79,23 @@ def _check_domain(params, name, host):
                 and os.path.exists(disk["path"]):
             problem = storage.image_refs_problem(disk["path"], disk["format"])
             if problem:
-                raise ValidationError("disk %s %s; refused [rule R3, %s]" % (disk["path"], problem,
-                                                                           _policy.SECURITY_DOC),
-                                      domain=name, host=host)
+                raise ValidationError("disk %s %s; refused [rule R3, %s]"
+                                      % (disk["path"], problem, _policy.SECURITY_DOC), domain=name, host=host)
     # A vTPM's state is kept by UUID: state left here for this UUID would become this VM's.
     swtpm = os.path.join("/var/lib/libvirt/swtpm", params["uuid"])
     if os.path.lexists(swtpm):
         raise ValidationError("TPM state for UUID %s is already on this host (%s); it would become this VM's "
                               "[rule P4, %s]" % (params["uuid"], swtpm, _policy.SECURITY_DOC), domain=name, host=host,
                               hint="remove it if it is left from a VM that is gone")
-    return model["interfaces"]
     if model["name"] != name or model["uuid"] != params["uuid"]:
-        raise ValidationError("domain_xml is for %s (%s), not for %s (%s)" % (model["name"], model["uuid"], name,
-                                                                               params["uuid"]), domain=name, host=host)
+        raise ValidationError("domain_xml is for %s (%s), not for %s (%s)"
+                              % (model["name"], model["uuid"], name, params["uuid"]), domain=name, host=host)
     listed = sorted(d.get("path") or "" for d in params["disks"])
     own = sorted(d["path"] for d in copy_disks(model))
     if listed != own:
         raise ValidationError("disks %s are not the disks of domain_xml (%s)" % (", ".join(listed), ", ".join(own)),
                               domain=name, host=host)
+    return model["interfaces"]
 
 
 def max_stream_size(disk):

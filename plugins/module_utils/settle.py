@@ -58,8 +58,8 @@ def revert_destination(params, check_mode):
         dom = c.find(name)
         srec = state_mod.read_record(params["state_dir"], mid)
         vm_uuid = dom.UUIDString() if dom is not None else (srec or {}).get("uuid")
-        with _vm_lock(params, vm_uuid, "revert", check_mode, name, host), _no_receiver(params, mid, check_mode, name,
-                                                                                        host):
+        with _vm_lock(params, vm_uuid, "revert", check_mode, name, host), \
+                _no_receiver(params, mid, check_mode, name, host):
             return _revert_destination(params, check_mode, c, dom, name, mid, host, actions)
 
 

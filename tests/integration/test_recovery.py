@@ -198,7 +198,7 @@ def _mid(bed, vm):
 def _wait_not_busy(bed, vm):
     """A killed controller leaves the async copy job running on the source: it ends by itself."""
     wait_for(lambda: subprocess.run([bed.script, "exec", "hv1", "sh", "-c",
-                                     "pgrep -f virt_power_off_migrate >/dev/null"]).returncode != 0,
+                                     "pgrep -f virt_power_off_migrate >/dev/null"], check=False).returncode != 0,
              300, "the copy job on hv1 to end", interval=0.5)
 
 

@@ -194,6 +194,7 @@ def test_T4_expired_keys_are_dropped_by_the_next_edit(tmp_path):
 
 def test_T4_source_addresses_are_resolved_here_and_checked():
     assert keys.source_addresses("198.51.100.11") == ["198.51.100.11"]
+
     def fake(*_args, **_kwargs):
         return [(2, 1, 6, "", ("198.51.100.11", 0))]
 

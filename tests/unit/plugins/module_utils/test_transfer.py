@@ -184,7 +184,7 @@ def test_preflight_reports_present_paths_and_free_space(setup):
 def test_preflight_fails_clearly_when_the_receiver_cannot_run(tmp_path):
     with pytest.raises(TransferError, match="refused the copy check"):
         sender.preflight([sys.executable, "-c", "import sys; sys.stderr.write('Host key verification failed.'); "
-                            "sys.exit(255)"], ["/nonexistent/x"])
+                          "sys.exit(255)"], ["/nonexistent/x"])
 
 
 def test_throttle_keeps_the_average_rate():
