@@ -22,7 +22,9 @@ from ansible_collections.hypervisor.resize.plugins.module_utils.domain import (
     check_domain_name,
     copy_disks,
     model_from_xml,
+    moved_files,
     parse_xml,
+    resized_model,
     role_disk,
     root_disk,
 )
@@ -107,7 +109,8 @@ def _from_own_parse(inst):
     disks = [dict(d, **sizes.get(d["path"], {})) for d in model["disks"]]
     if model["name"] != inst.get("name") or model["uuid"] != inst.get("uuid"):
         raise ResizeError("the source's report of VM %s does not match its own definition" % inst.get("name"))
-    return dict(inst, model=model, disks=disks, copy_disks=copy_disks(disks), root_disk=root_disk(disks),
+    return dict(inst, model=model, disks=disks, copy_disks=copy_disks(disks), moved_files=moved_files(disks),
+                root_disk=root_disk(disks),
                 ephemeral_disk=role_disk(disks, "ephemeral"), swap_disk=role_disk(disks, "swap"),
                 interfaces=model["interfaces"], boot_files=model["boot_files"], vcpus=model["vcpus"],
                 memory_mb=model["memory_mb"])
@@ -119,7 +122,19 @@ def _move_review(instance, allow):
     if not instance.get("xml"):
         return [], []
     rv = _policy.review_domain(parse_xml(instance["xml"]), allow, source=True)
-    return [text for _rule, text in rv.refusals], rv.paths
+    return [text for _rule, text in rv.refusals] + _uncarried(instance), rv.paths
+
+
+def _uncarried(instance):
+    """What of the VM's state a move to another host cannot carry yet: refused up front, named."""
+    out = []
+    if instance.get("snapshots"):
+        out.append("libvirt snapshot(s) %s: their records cannot be carried to another host yet; delete them "
+                   "(virsh snapshot-delete) or resize on the same host" % ", ".join(instance["snapshots"]))
+    if instance.get("managed_save"):
+        out.append("a managed-save image: start the VM (it resumes from it) or discard it (virsh "
+                   "managedsave-remove) first")
+    return out
 
 
 def _path_reasons(paths, hv):
@@ -150,9 +165,9 @@ def resize_schedule(results, source, instance, flavor, host_options=None, target
     refusals, paths = _move_review(instance, allow_host_access or [])
     if refusals and not allow_same_host:
         raise ResizeError("VM %s cannot move to another host: %s" % (instance.get("name"), "; ".join(refusals)),
-                          hint="nothing was changed; see %s for each rule" % _policy.SECURITY_DOC)
+                          hint="nothing was changed (the rules: %s)" % _policy.SECURITY_DOC)
     weights = dict({"ram": 1.0, "cpu": 0.0, "disk": 0.0}, **(weights or {}))
-    disk_bytes = sum(int(d.get("allocation") or 0) for d in instance["copy_disks"])
+    disk_bytes = sum(int(d.get("allocation") or 0) for d in instance.get("moved_files", instance["copy_disks"]))
     request = {"vcpus": flavor["vcpus"], "memory_mb": flavor["memory_mb"], "disk_bytes": disk_bytes}
     src_facts = (_facts(results).get(source) or {}).get("hypervisor") or {}
     nics = instance.get("interfaces") or []
@@ -314,7 +329,7 @@ def resize_recovery(results, instance, action="rollback"):
     dst_status = status.get(dest) if dest != source else None
     out = {"id": mid, "source": source, "dest": dest, "status": status, "answered": answered, "action": action,
            "same_host": source == dest, "new_flavor": src_rec.get("new_flavor") or any_rec.get("new_flavor"),
-           "old_power_state": src_rec.get("old_power_state"),
+           "old_power_state": src_rec.get("old_power_state"), "old_autostart": bool(src_rec.get("old_autostart")),
            "instance": _from_own_parse((facts.get(source) or {}).get("instance") or {})
            if answered["source"] and (facts.get(source) or {}).get("instance") else None}
     if action == "rollback":
@@ -349,6 +364,17 @@ def resize_recovery(results, instance, action="rollback"):
                           hint="roll it back with -e action=rollback")
     out["msg"] = "resumed migration %s of %s: %s" % (mid, instance, ", ".join(out["steps"]))
     return out
+
+
+def resize_plan_filter(instance, flavor, cpu_topology="scale"):
+    """flavor.resize_plan, plus `domain`: the model to render, with its CPU layout made right for the
+    flavor (domain.resized_model); every change the model makes is one of the plan's warnings."""
+    plan = resize_plan(instance, flavor)
+    if instance.get("xml"):
+        domain = resized_model(instance["xml"], flavor["vcpus"], flavor["memory_mb"], cpu_topology)
+        plan["domain"] = domain
+        plan["warnings"] = plan["warnings"] + domain["warnings"]
+    return plan
 
 
 def resize_instance_name(instance):
@@ -411,7 +437,7 @@ class FilterModule:
         return {
             "resize_locate": _wrap(resize_locate),
             "resize_flavor": _wrap(lookup_flavor),
-            "resize_plan": _wrap(resize_plan),
+            "resize_plan": _wrap(resize_plan_filter),
             "resize_schedule": _wrap(resize_schedule),
             "resize_host_options": _wrap(resize_host_options),
             "resize_migration": _wrap(resize_migration),

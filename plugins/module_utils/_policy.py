@@ -258,6 +258,10 @@ def _os_and_sysinfo(root, rv):
         for el in os_el.findall("smbios"):
             if el.get("mode") == "host":
                 rv.refuse("D1", "<os><smbios mode='host'> shows the guest the host's SMBIOS (serial numbers)")
+        if os_el.get("firmware") and not (os_el.findtext("nvram") or "").strip():
+            rv.refuse("P3", "<os firmware='%s'> leaves libvirt to choose the firmware and its NVRAM store on "
+                            "each host; name the <loader> and <nvram> in the definition (as the source uses them) "
+                            "first" % os_el.get("firmware"))
         for el in os_el.findall("nvram"):
             rv.path("nvram", (el.text or "").strip(), el, what="<os><nvram>")
             if el.get("template"):
@@ -322,6 +326,9 @@ def _device(dev, rv):
                 rv.classified.add((el, key))
     elif tag == "tpm":
         backend = dev.find("backend")
+        if backend is not None and backend.get("type") == "emulator":
+            rv.refuse("P3", "<tpm> with an emulated TPM: its state (swtpm, by UUID) cannot be carried to another "
+                            "host yet, and the VM would lose its keys (BitLocker, measured boot)")
         if backend is not None and backend.get("type") == "passthrough":
             rv.refuse("D1", "<tpm> passes the host's TPM through")
             for el in dev.iter():
@@ -363,10 +370,11 @@ def _disk(dev, rv):
     source = dev.find("source")
     readonly = dev.find("readonly") is not None
     if dtype == "block" or (source is not None and source.get("dev")):
-        rv.refuse("D4", "disk %s is a host block device" % ((source.get("dev") if source is not None else None)
-                                                            or dev.findtext("target") or "?"))
+        path = (source.get("dev") if source is not None else None) or ""
+        rv.refuse("D4", "disk %s is a host block device; its data is never copied: without the opt-in it is "
+                        "refused, with it the destination must see the same device" % (path or "?"))
         if source is not None:
-            rv.classified.add((source, "dev"))
+            rv.path("device", path, source, "dev", "block device %s" % path)
         return
     if dtype == "dir":
         where = source.get("dir") if source is not None else ""
@@ -497,7 +505,7 @@ def storage_roots(candidates):
 def roots_for(kind, storage):
     return {"disk": list(storage), "nvram": list(NVRAM_ROOTS), "log": list(LOG_ROOTS) + list(storage),
             "socket": list(SOCKET_ROOTS), "read": list(READ_ROOTS) + list(storage),
-            "emulator": ["/usr"]}[kind]
+            "emulator": ["/usr"], "device": ["/dev"]}[kind]
 
 
 def lexical_problem(path, kind, storage):
@@ -512,7 +520,7 @@ def lexical_problem(path, kind, storage):
     if root is None:
         return "is outside the destination's %s roots (%s)%s" % (
             {"disk": "storage", "read": "read-only", "log": "log", "socket": "socket", "nvram": "NVRAM",
-             "emulator": "program"}[kind], ", ".join(roots) or "none",
+             "emulator": "program", "device": "device"}[kind], ", ".join(roots) or "none",
             "; a directory becomes a root as the target of an active libvirt dir pool on the destination"
             if kind in ("disk", "read") else "")
     if root in storage:
@@ -548,6 +556,11 @@ def path_problem(path, kind, storage, fs):
     problem = lexical_problem(path, kind, storage)
     if problem:
         return problem
+    if kind == "device":
+        st = fs.lstat(fs.realpath(path))
+        if st is None or not stat.S_ISBLK(st.st_mode):
+            return "is not a block device on the destination"
+        return None
     if kind in ("read", "emulator"):
         real = fs.realpath(path)
         if real != path:
@@ -606,7 +619,7 @@ def check_domain(root, storage, allow=(), fs=None, source=False, others=()):
         else:
             problem = path_problem(entry["path"], entry["kind"], storage, fs)
         if problem:
-            rule = "P2" if entry["kind"] in ("read", "emulator") else "P1"
+            rule = "P2" if entry["kind"] in ("read", "emulator", "device") else "P1"
             problems.append("%s: %s %s %s" % (entry["what"], entry["path"], problem, _rule(rule)))
     problems += owned_elsewhere(rv.paths, others)
     return problems, rv

@@ -104,6 +104,11 @@ def disks_from_root(root):
             "readonly": disk.find("readonly") is not None,
         })
         disks[-1]["role"] = disk_role(disks[-1]["path"]) if disks[-1]["device"] == "disk" else None
+    nvram = (root.findtext("./os/nvram") or "").strip()
+    if nvram:
+        # The UEFI variable store (boot entries, Secure Boot keys) travels like a disk.
+        disks.append({"device": "nvram", "type": "file", "target": None, "bus": None, "path": nvram,
+                      "network": None, "format": "raw", "readonly": False, "role": None})
     return disks
 
 
@@ -123,15 +128,6 @@ def model_from_xml(xml):
         if child.tag == "maxMemory":
             warnings.append("<maxMemory> (memory hot-plug) dropped: the new size is set as static memory")
             continue
-        if child.tag == "cpu":
-            if child.find("numa") is not None:
-                raise ValidationError(
-                    "domain %s has NUMA cells in <cpu>; resizing them is not supported" % name,
-                    domain=name, hint="remove the <numa> element or resize this domain by hand")
-            topo = child.find("topology")
-            if topo is not None:
-                child.remove(topo)
-                warnings.append("<cpu><topology> dropped so that it cannot contradict the new vCPU count")
         sections.append(_text(child))
     metadata = []
     meta = root.find("metadata")
@@ -156,10 +152,18 @@ def model_from_xml(xml):
             path = os_node.findtext(tag)
             if path:
                 boot_files.append(path.strip())
+    vcpu_attrs = dict(vcpu.attrib) if vcpu is not None else {}
+    if root.find("vcpus") is not None:
+        warnings.append("<vcpus> (per-vCPU hot-plug settings) dropped: the new vCPUs are all enabled")
+    if "current" in vcpu_attrs:
+        warnings.append("<vcpu current='%s'> dropped: all %s vCPUs will be online at boot"
+                        % (vcpu_attrs.pop("current"), "the flavor's"))
     return {
         "name": name,
         "uuid": root.findtext("uuid"),
         "type": root.get("type"),
+        "vcpu_placement": vcpu_attrs.get("placement", "static"),
+        "vcpu_cpuset": vcpu_attrs.get("cpuset"),
         "memory_mb": to_bytes(mem.text, mem.get("unit", "KiB")) // (1024 * 1024) if mem is not None else 0,
         "vcpus": int(vcpu.text) if vcpu is not None else 1,
         "sections": sections,
@@ -173,12 +177,126 @@ def model_from_xml(xml):
 
 
 def copy_disks(model_or_disks):
-    """The disks a resize moves (and backs up): writable, file-backed, of device type disk.
+    """The disks a resize moves (and backs up): writable image files, of device type disk.
 
-    Network disks are never copied; read-only media (ISOs) must exist on every host instead.
+    Never a block device (its data is not a file: it is refused for a move, or taken as storage
+    both hosts see with the operator's opt-in), never a network disk; read-only media (ISOs) must
+    exist on every host instead.
     """
     disks = model_or_disks["disks"] if isinstance(model_or_disks, dict) else model_or_disks
-    return [d for d in disks if d["device"] == "disk" and d["path"] and not d["network"] and not d["readonly"]]
+    return [d for d in disks if d["device"] == "disk" and d["path"] and d.get("type", "file") == "file"
+            and not d["network"] and not d["readonly"]]
+
+
+def moved_files(model_or_disks):
+    """Every file a move to another host copies and verifies: the disks that move (copy_disks) and
+    the UEFI NVRAM store."""
+    disks = model_or_disks["disks"] if isinstance(model_or_disks, dict) else model_or_disks
+    return copy_disks(disks) + [d for d in disks if d["device"] == "nvram" and d["path"]]
+
+
+def _cpu_set(text):
+    """libvirt's cpuset syntax ("0-3,^2,8") as a set of ints."""
+    out, drop = set(), set()
+    for part in (text or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        target = drop if part.startswith("^") else out
+        part = part.lstrip("^")
+        lo, _sep, hi = part.partition("-")
+        target.update(range(int(lo), int(hi or lo) + 1))
+    return out - drop
+
+
+def _cpu_text(cpus):
+    cpus = sorted(cpus)
+    runs, start = [], None
+    for i, c in enumerate(cpus):
+        if start is None:
+            start = c
+        if i + 1 == len(cpus) or cpus[i + 1] != c + 1:
+            runs.append(str(start) if start == c else "%d-%d" % (start, c))
+            start = None
+    return ",".join(runs)
+
+
+CPU_TOPOLOGY_POLICIES = ("scale", "flatten")
+
+
+def resized_model(xml, vcpus, memory_mb, cpu_topology="scale"):
+    """The model of `xml` with its CPU layout made right for `vcpus` vCPUs and `memory_mb` MiB:
+    sockets, dies and threads kept and cores scaled (policy "scale", refused when it does not
+    divide) or the topology dropped (policy "flatten", with a warning); pins of vCPUs that no longer
+    exist removed (new vCPUs follow <vcpu cpuset>); NUMA cells split evenly or refused. Every change
+    is a warning; what cannot be done right raises ValidationError naming the element."""
+    if cpu_topology not in CPU_TOPOLOGY_POLICIES:
+        raise ValidationError("resize_cpu_topology must be one of %s, got %r" % (", ".join(CPU_TOPOLOGY_POLICIES),
+                                                                                 cpu_topology))
+    model = model_from_xml(xml)
+    name = model["name"]
+    root = parse_xml(xml)
+    warnings = list(model["warnings"])
+    sections = []
+    for child in root:
+        if not isinstance(child.tag, str) or child.tag in _SIZED or child.tag == "maxMemory":
+            continue
+        if child.tag == "cpu":
+            _resize_cpu_element(child, name, vcpus, memory_mb, cpu_topology, warnings)
+        elif child.tag == "cputune":
+            _resize_cputune(child, name, vcpus, warnings)
+        sections.append(_text(child))
+    return dict(model, sections=sections, warnings=warnings)
+
+
+def _resize_cpu_element(cpu, name, vcpus, memory_mb, policy, warnings):
+    topo = cpu.find("topology")
+    if topo is not None:
+        keep = {k: int(topo.get(k, "1")) for k in ("sockets", "dies", "threads")}
+        rest = keep["sockets"] * keep["dies"] * keep["threads"]
+        if vcpus % rest == 0:
+            if str(vcpus // rest) != topo.get("cores"):
+                warnings.append("<cpu><topology>: cores %s -> %d (sockets %d, dies %d, threads %d kept)"
+                                % (topo.get("cores"), vcpus // rest, keep["sockets"], keep["dies"], keep["threads"]))
+            topo.set("cores", str(vcpus // rest))
+        elif policy == "flatten":
+            cpu.remove(topo)
+            warnings.append("<cpu><topology> dropped (resize_cpu_topology=flatten): %d vCPUs do not divide into "
+                            "%d sockets x %d dies x %d threads; QEMU will show %d sockets"
+                            % (vcpus, keep["sockets"], keep["dies"], keep["threads"], vcpus))
+        else:
+            raise ValidationError(
+                "%d vCPUs do not fit the VM's CPU topology (%d sockets x %d dies x %d threads, cores scaled): "
+                "<cpu><topology> would change how many sockets the guest sees" % (vcpus, keep["sockets"],
+                                                                                 keep["dies"], keep["threads"]),
+                domain=name, hint="choose a flavor whose vCPUs are a multiple of %d, or set "
+                                  "resize_cpu_topology=flatten to drop the topology" % rest)
+    numa = cpu.find("numa")
+    if numa is not None:
+        cells = numa.findall("cell")
+        if not cells or vcpus % len(cells) or (memory_mb * 1024) % len(cells):
+            raise ValidationError("%d vCPUs and %d MiB do not split evenly over the VM's %d NUMA cells"
+                                  % (vcpus, memory_mb, len(cells)), domain=name,
+                                  hint="choose a flavor whose vCPUs and memory divide by %d" % len(cells))
+        per = vcpus // len(cells)
+        for i, cell in enumerate(cells):
+            cell.set("cpus", _cpu_text(range(i * per, (i + 1) * per)))
+            cell.set("memory", str(memory_mb * 1024 // len(cells)))
+            cell.set("unit", "KiB")
+        warnings.append("<cpu><numa>: %d cells of %d vCPUs and %d MiB each" % (len(cells), per,
+                                                                              memory_mb // len(cells)))
+
+
+def _resize_cputune(tune, name, vcpus, warnings):
+    for pin in tune.findall("vcpupin"):
+        if int(pin.get("vcpu", "0")) >= vcpus:
+            tune.remove(pin)
+            warnings.append("<cputune><vcpupin vcpu='%s'> removed: the VM has %d vCPUs now" % (pin.get("vcpu"), vcpus))
+    for el in tune:
+        if isinstance(el.tag, str) and el.get("vcpus") and max(_cpu_set(el.get("vcpus"))) >= vcpus:
+            raise ValidationError("<cputune><%s vcpus='%s'> names vCPUs the VM would not have any more (%d vCPUs)"
+                                  % (el.tag, el.get("vcpus"), vcpus), domain=name,
+                                  hint="change or remove that element first, or choose a flavor with more vCPUs")
 
 
 def root_disk(model_or_disks):

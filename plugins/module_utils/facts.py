@@ -10,7 +10,7 @@ import os
 from . import _policy, storage
 from . import state as state_mod
 from .connection import Connection, get_record, hostname, inactive_xml, libvirt, state_of
-from .domain import check_domain_name, copy_disks, model_from_xml, parse_xml, role_disk, root_disk
+from .domain import check_domain_name, copy_disks, model_from_xml, moved_files, parse_xml, role_disk, root_disk
 from .errors import ResizeError
 
 RECORD_SUMMARY = ("id", "status", "source", "dest", "updated", "rolled_back")
@@ -63,7 +63,8 @@ def describe_instance(dom, state_dir=None):
     disks = []
     for disk in model["disks"]:
         entry = dict(disk)
-        if disk["path"] and not disk["network"] and disk["device"] == "disk" and os.path.exists(disk["path"]):
+        if disk["path"] and not disk["network"] and disk["device"] in ("disk", "nvram") \
+                and disk.get("type", "file") == "file" and os.path.exists(disk["path"]):
             entry.update(storage.image_info(disk["path"], disk["format"]))
         disks.append(entry)
     root = root_disk(disks)
@@ -76,6 +77,7 @@ def describe_instance(dom, state_dir=None):
         "disks": disks,
         "root_disk": root,
         "copy_disks": copy_disks(disks),
+        "moved_files": moved_files(disks),
         "ephemeral_disk": role_disk(disks, "ephemeral"),
         "swap_disk": role_disk(disks, "swap"),
         "interfaces": model["interfaces"],
@@ -83,6 +85,9 @@ def describe_instance(dom, state_dir=None):
         "model": model,
         "xml": xml,
         "migration": get_record(dom),
+        "autostart": bool(dom.autostart()),
+        "snapshots": sorted(dom.snapshotListNames()),
+        "managed_save": bool(dom.hasManagedSaveImage()),
         "busy": state_mod.vm_busy(state_dir, model["uuid"]) if state_dir else None,
     }
 

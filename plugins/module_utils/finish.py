@@ -114,6 +114,11 @@ def define_and_start(c, params, xml, dom_rec, state_rec, name, host, unchanged):
     except libvirt.libvirtError as exc:
         raise libvirt_error(exc, "libvirt refused the new domain XML", domain=name,
                             hint="check the template; %s" % unchanged)
+    if params.get("autostart"):
+        try:
+            dom.setAutostart(1)
+        except libvirt.libvirtError as exc:
+            raise libvirt_error(exc, "the resized domain was defined but autostart could not be set", domain=name)
     state_mod.write_record(params["state_dir"], state_rec)
     checkpoint("define", domain=name, host=host)
     if params["power_state"] == "running":

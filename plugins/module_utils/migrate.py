@@ -65,8 +65,13 @@ def _power_off_migrate(params, check_mode, dom, name, mid, host):
     if inst["state"] not in MOVABLE_STATES:
         raise ValidationError("the VM is %s; only a running or shut-off VM can be resized" % inst["state"],
                               domain=name, host=host, hint="resume or repair it first")
-    disks = inst["copy_disks"]
+    disks = inst["moved_files"]
     same_host = bool(params.get("same_host"))
+    if not same_host and (inst["snapshots"] or inst["managed_save"]):
+        raise ValidationError("the VM has %s, which a move to another host cannot carry yet"
+                              % ("libvirt snapshot(s) %s" % ", ".join(inst["snapshots"]) if inst["snapshots"]
+                                 else "a managed-save image"), domain=name, host=host,
+                              hint="nothing was changed; delete them, or resize on the same host")
     for d in disks:
         if same_host and os.path.lexists(d["path"] + local.BACKUP_SUFFIX):
             raise ValidationError("a backup %s%s already exists" % (d["path"], local.BACKUP_SUFFIX),
@@ -82,6 +87,7 @@ def _power_off_migrate(params, check_mode, dom, name, mid, host):
                                 params.get("new_flavor"), migration_id=mid,
                                 note="claim made on %s" % params["dest_host"])
     rec["old_power_state"] = old_state
+    rec["old_autostart"] = inst["autostart"]
     if same_host:
         # Resize in place: the backup is a verified copy beside each disk, and the original
         # definition travels in the record, so that revert can restore both exactly.
@@ -94,6 +100,10 @@ def _power_off_migrate(params, check_mode, dom, name, mid, host):
         rec["disks"] = plan_copy(disks, mid, name, host, params)
     rec = record_mod.transition(rec, "migrating", "powering off on %s" % host)
     set_record(dom, rec)
+    if inst["autostart"] and not same_host:
+        # The VM will live on the destination: a reboot of this host must not start the original
+        # too. Revert (and rollback) turn it back on; the destination's copy gets it at finish.
+        dom.setAutostart(0)
     progress = Progress(state_mod.progress_path(params["state_dir"], mid),
                         [d for d, r in zip(disks, rec["disks"]) if not r.get("shared")], every=1.0)
     try:

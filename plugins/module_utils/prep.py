@@ -16,7 +16,7 @@ from . import record as record_mod
 from . import state as state_mod
 from ._transfer import keys, local, markers, receiver
 from .connection import Connection, hostname
-from .domain import check_domain_name, copy_disks, model_from_xml
+from .domain import check_domain_name, model_from_xml, moved_files
 from .errors import ValidationError
 from .facts import gather
 from .faults import checkpoint
@@ -67,10 +67,15 @@ def _check_backups(disks, name, host):
     return paths
 
 
-def _check_domain(params, name, host):
+def _check_domain(params, name, host, check_mode):
     """docs/security.md: what the source's definition asks of this host, checked here against this
     host's own roots, file system and other domains (P0-P4, D0-D9, X2, R3). The disks to receive
     are the domain's own; its NICs are the definition's, not a list the source reported."""
+    nvram = [d["path"] for d in moved_files(model_from_xml(params["domain_xml"])) if d["device"] == "nvram"]
+    for root in _policy.NVRAM_ROOTS:
+        # libvirt's NVRAM directory exists only once a UEFI VM has started here: make it.
+        if not check_mode and any(_policy.under(p, root) for p in nvram) and not os.path.lexists(root):
+            os.makedirs(root, mode=0o755)
     with Connection(params["uri"]) as c:
         finish_mod.check_domain_here(c.conn, params, params["domain_xml"], name, host)
     model = model_from_xml(params["domain_xml"])
@@ -91,7 +96,7 @@ def _check_domain(params, name, host):
         raise ValidationError("domain_xml is for %s (%s), not for %s (%s)"
                               % (model["name"], model["uuid"], name, params["uuid"]), domain=name, host=host)
     listed = sorted(d.get("path") or "" for d in params["disks"])
-    own = sorted(d["path"] for d in copy_disks(model))
+    own = sorted(d["path"] for d in moved_files(model))
     if listed != own:
         raise ValidationError("disks %s are not the disks of domain_xml (%s)" % (", ".join(listed), ", ".join(own)),
                               domain=name, host=host)
@@ -152,7 +157,7 @@ def prep(params, check_mode):
         if same_host:
             paths, present = _check_backups(disks, name, host), []
         else:
-            interfaces = _check_domain(params, name, host)
+            interfaces = _check_domain(params, name, host, check_mode)
             sources = keys.source_addresses(params["source_address"] or params["source_host"])
             paths, present = _check_disks(disks, name, host)
         _check_networks(params["interfaces"] if same_host else interfaces, hv, name, host)

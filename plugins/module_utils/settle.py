@@ -21,7 +21,7 @@ from . import state as state_mod
 from ._transfer import keys, local
 from ._transfer.wire import PART_SUFFIX
 from .connection import Connection, get_record, hostname, inactive_xml, libvirt, libvirt_error, set_record, state_of
-from .domain import check_domain_name, copy_disks, model_from_xml
+from .domain import check_domain_name, model_from_xml, moved_files
 from .errors import ValidationError
 from .finish import remove_markers
 
@@ -138,7 +138,7 @@ def revert_in_place(params, check_mode, c, dom, drec):
     name, mid = params["instance"], params["migration_id"]
     disks = (drec or {}).get("disks") or []
     # Only a backup of one of the domain's own disks, beside it, is ever put back.
-    own = set(d["path"] for d in copy_disks(model_from_xml(inactive_xml(dom)))) if dom is not None else set()
+    own = set(d["path"] for d in moved_files(model_from_xml(inactive_xml(dom)))) if dom is not None else set()
     for d in disks:
         if d.get("path") not in own or d.get("backup") not in (None, d["path"] + local.BACKUP_SUFFIX):
             raise ValidationError("the record names %s (backup %s), which is not a disk of %s with its backup beside "
@@ -236,6 +236,8 @@ def _revert_source(params, check_mode, dom, name, mid, host):
     actions += ["delete %s" % p for p in parts]
     if rec["status"] != final or (params.get("rollback") and not rec.get("rolled_back")):
         actions.append("record %s" % final)
+    if rec.get("old_autostart") and not dom.autostart():
+        actions.append("autostart %s again" % name)
     if old_state == "running" and not dom.isActive():
         actions.append("start %s" % name)
     if check_mode or not actions:
@@ -259,6 +261,8 @@ def _revert_source(params, check_mode, dom, name, mid, host):
             rec = _move(rec, "reverting", note)
         rec = _move(rec, "reverted", note)
     set_record(dom, rec)
+    if rec.get("old_autostart") and not dom.autostart():
+        dom.setAutostart(1)
     if old_state == "running" and not dom.isActive():
         try:
             dom.create()

@@ -45,6 +45,12 @@ options:
     type: str
     choices: [running, shutoff]
     required: true
+  autostart:
+    description:
+      - Start the domain with this host (libvirt autostart), as the source's domain did. The source's
+        own autostart is off from the power-off on, and back on after a revert.
+    type: bool
+    default: false
 attributes:
   check_mode:
     support: full
@@ -113,6 +119,7 @@ def main():
             domain_xml=dict(type="str", required=True),
             source_xml=dict(type="str"),
             power_state=dict(type="str", required=True, choices=["running", "shutoff"]),
+            autostart=dict(type="bool", default=False),
         ),
         state_dir=True,
         migration=True,

@@ -44,10 +44,63 @@ def test_our_record_is_not_carried_into_the_model_but_other_metadata_is(xml):
     assert not any("hypervisor-resize.dev" in s for s in m["sections"] + m["metadata"])
 
 
-def test_cpu_topology_is_dropped_with_a_warning(xml):
-    m = domain.model_from_xml(xml)
-    assert not any("<topology" in s for s in m["sections"])
-    assert any("topology" in w for w in m["warnings"])
+CPU_XML = """<domain type='qemu'><name>w</name><uuid>00000000-0000-0000-0000-000000000002</uuid>
+<memory unit='MiB'>1024</memory><vcpu placement='static' cpuset='0-1'%(current)s>2</vcpu>%(vcpus)s
+<cputune><vcpupin vcpu='0' cpuset='0'/><vcpupin vcpu='1' cpuset='0-1'/><emulatorpin cpuset='1'/></cputune>
+<cpu mode='custom'><model>qemu64</model><topology sockets='1' dies='1' cores='2' threads='1'/>%(numa)s</cpu>
+<devices/></domain>"""
+
+
+def cpu_xml(current="", vcpus="", numa=""):
+    return CPU_XML % {"current": current, "vcpus": vcpus, "numa": numa}
+
+
+def test_the_topology_keeps_its_sockets_and_scales_cores():
+    m = domain.resized_model(cpu_xml(), 4, 2048)
+    root = etree.fromstring(render(m, 4, 2048).encode())
+    assert root.find("cpu/topology").attrib == {"sockets": "1", "dies": "1", "cores": "4", "threads": "1"}
+    assert any("cores 2 -> 4" in w for w in m["warnings"])
+    # The cpuset and the pins stay; the new vCPUs follow the cpuset.
+    assert root.find("vcpu").get("cpuset") == "0-1" and root.find("vcpu").get("placement") == "static"
+    assert [(p.get("vcpu"), p.get("cpuset")) for p in root.findall("cputune/vcpupin")] == [("0", "0"), ("1", "0-1")]
+    assert root.find("cputune/emulatorpin").get("cpuset") == "1"
+
+
+def test_a_topology_that_does_not_divide_is_refused_or_flattened_on_request():
+    two_sockets = cpu_xml().replace("sockets='1' dies='1' cores='2'", "sockets='2' dies='1' cores='1'")
+    with pytest.raises(ValidationError, match=r"3 vCPUs do not fit the VM's CPU topology \(2 sockets"):
+        domain.resized_model(two_sockets, 3, 1024)
+    m = domain.resized_model(two_sockets, 3, 1024, "flatten")
+    assert etree.fromstring(render(m, 3, 1024).encode()).find("cpu/topology") is None
+    assert any("resize_cpu_topology=flatten" in w for w in m["warnings"])
+    m = domain.resized_model(two_sockets, 4, 1024)
+    assert etree.fromstring(render(m, 4, 1024).encode()).find("cpu/topology").get("sockets") == "2"
+
+
+def test_pins_of_vcpus_that_go_are_removed_with_a_warning():
+    m = domain.resized_model(cpu_xml(), 1, 1024)
+    root = etree.fromstring(render(m, 1, 1024).encode())
+    assert [p.get("vcpu") for p in root.findall("cputune/vcpupin")] == ["0"]
+    assert any("vcpupin vcpu='1'> removed" in w for w in m["warnings"])
+    sched = cpu_xml().replace("<emulatorpin cpuset='1'/>", "<vcpusched vcpus='0-1' scheduler='batch'/>")
+    with pytest.raises(ValidationError, match="vcpusched vcpus='0-1'> names vCPUs"):
+        domain.resized_model(sched, 1, 1024)
+
+
+def test_numa_cells_split_evenly_or_are_refused():
+    numa = "<numa><cell id='0' cpus='0' memory='524288' unit='KiB'/><cell id='1' cpus='1' memory='524288' unit='KiB'/></numa>"
+    m = domain.resized_model(cpu_xml(numa=numa), 4, 2048)
+    cells = etree.fromstring(render(m, 4, 2048).encode()).findall("cpu/numa/cell")
+    assert [(c.get("cpus"), c.get("memory")) for c in cells] == [("0-1", "1048576"), ("2-3", "1048576")]
+    with pytest.raises(ValidationError, match="do not split evenly over the VM's 2 NUMA cells"):
+        domain.resized_model(cpu_xml(numa=numa), 3, 2048)
+
+
+def test_what_the_model_drops_is_a_warning():
+    m = domain.resized_model(cpu_xml(current=" current='1'", vcpus="<vcpus><vcpu id='0' enabled='yes'/></vcpus>"),
+                             2, 1024)
+    assert any("<vcpu current='1'> dropped" in w for w in m["warnings"])
+    assert any("<vcpus>" in w for w in m["warnings"])
 
 
 def test_rendered_xml_keeps_every_device_and_identity_at_the_new_size(xml):
@@ -68,12 +121,6 @@ def test_rendered_xml_keeps_every_device_and_identity_at_the_new_size(xml):
     assert new.find("os/kernel").text == "/var/lib/libvirt/boot/hvr-guest.vmlinuz"
     s = domain.summary(out)
     assert s["macs"] == ["52:54:00:12:34:56"] and (s["vcpus"], s["memory_mb"]) == (2, 256)
-
-
-def test_numa_is_refused():
-    xml = "<domain type='qemu'><name>a</name><memory>1024</memory><cpu><numa><cell id='0' cpus='0' memory='1024'/></numa></cpu><devices/></domain>"
-    with pytest.raises(ValidationError, match="NUMA"):
-        domain.model_from_xml(xml)
 
 
 @pytest.mark.parametrize("bad", ["", "../etc", "a/b", "a b", "x" * 64, "-lead", "a;rm", None, ".."])
@@ -98,3 +145,18 @@ def test_units(value, unit, expected):
 def test_garbage_xml_is_a_clear_error():
     with pytest.raises(ValidationError, match="does not parse"):
         domain.model_from_xml("<domain>")
+
+
+def test_the_nvram_store_moves_with_the_disks_and_a_block_device_never_does():
+    xml = ("<domain type='qemu'><name>u</name><uuid>00000000-0000-0000-0000-000000000003</uuid>"
+           "<memory unit='MiB'>128</memory><vcpu>1</vcpu><os><type>hvm</type>"
+           "<loader readonly='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE.fd</loader>"
+           "<nvram>/var/lib/libvirt/qemu/nvram/u_VARS.fd</nvram></os><devices>"
+           "<disk type='file' device='disk'><driver type='qcow2'/><source file='/i/u.qcow2'/><target dev='vda'/></disk>"
+           "<disk type='block' device='disk'><driver type='raw'/><source dev='/dev/vg0/u'/><target dev='vdb'/></disk>"
+           "</devices></domain>")
+    m = domain.model_from_xml(xml)
+    assert [d["path"] for d in domain.copy_disks(m)] == ["/i/u.qcow2"]
+    assert [(d["path"], d["device"]) for d in domain.moved_files(m)] == [
+        ("/i/u.qcow2", "disk"), ("/var/lib/libvirt/qemu/nvram/u_VARS.fd", "nvram")]
+    assert domain.root_disk(m)["path"] == "/i/u.qcow2"

@@ -159,7 +159,8 @@ class FakeFS:
         kind = self.tree.get(path)
         if kind is None:
             return None
-        mode = {"dir": stat.S_IFDIR, "file": stat.S_IFREG, "sock": stat.S_IFSOCK}.get(kind, stat.S_IFLNK)
+        mode = {"dir": stat.S_IFDIR, "file": stat.S_IFREG, "sock": stat.S_IFSOCK, "blk": stat.S_IFBLK}.get(
+            kind, stat.S_IFLNK)
         return SimpleNamespace(st_mode=mode | 0o644)
 
     def realpath(self, path):
@@ -259,3 +260,23 @@ def test_P3_only_formats_whose_references_can_be_checked():
     dev = "<disk type='file' device='disk'><driver name='qemu' type='vmdk'/>" \
           "<source file='/var/lib/libvirt/images/x.vmdk'/><target dev='vdb'/></disk>"
     assert any("[rule P3," in p and "vmdk" in p for p in problems(domain(dev)))
+
+
+def test_what_a_move_cannot_carry_yet_is_refused_naming_it():
+    tpm = "<tpm model='tpm-crb'><backend type='emulator' version='2.0'/></tpm>"
+    assert any("[rule P3," in p and "emulated TPM" in p for p in problems(domain(tpm)))
+    assert any("[rule P3," in p for p in problems(domain(tpm), allow=list(_policy.ALLOW_CHOICES))), "no opt-in"
+    auto = domain().getroottree().getroot()
+    auto.find("os").set("firmware", "efi")
+    assert any("[rule P3," in p and "firmware='efi'" in p for p in problems(auto))
+
+
+def test_a_block_device_is_never_a_file_and_must_be_there_with_the_opt_in():
+    dev = "<disk type='block' device='disk'><driver name='qemu' type='raw'/><source dev='/dev/vg0/data'/>" \
+          "<target dev='vdb'/></disk>"
+    assert any("[rule D4," in p for p in problems(domain(dev)))
+    tree = dict(HOST, **{"/dev/vg0/data": "file"})
+    got = problems(domain(dev), allow=["host_block_device"], fs=FakeFS(tree))
+    assert any("is not a block device on the destination" in p for p in got), got
+    tree["/dev/vg0/data"] = "blk"
+    assert problems(domain(dev), allow=["host_block_device"], fs=FakeFS(tree)) == []
