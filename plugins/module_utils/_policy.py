@@ -585,7 +585,7 @@ def path_problem(path, kind, storage, fs):
         st = fs.lstat(cur)
         last = i == len(parts) - 1
         if st is None:
-            return None if last else "%s does not exist on the destination" % cur
+            return None if last else "needs the directory %s, which does not exist on the destination" % cur
         if stat.S_ISLNK(st.st_mode):
             return "%s is a symbolic link" % cur
         if not last and not stat.S_ISDIR(st.st_mode):
@@ -620,7 +620,8 @@ def check_domain(root, storage, allow=(), fs=None, source=False, others=()):
             problem = path_problem(entry["path"], entry["kind"], storage, fs)
         if problem:
             rule = "P2" if entry["kind"] in ("read", "emulator", "device") else "P1"
-            problems.append("%s: %s %s %s" % (entry["what"], entry["path"], problem, _rule(rule)))
+            what = entry["what"] if entry["path"] in entry["what"] else "%s %s" % (entry["what"], entry["path"])
+            problems.append("%s %s %s" % (what, problem, _rule(rule)))
     problems += owned_elsewhere(rv.paths, others)
     return problems, rv
 

@@ -320,8 +320,9 @@ def test_missing_storage_path_on_the_destination_is_refused(bed, guest):
                        % (data, vm, data))
         proc = playbook(bed, "resize.yml", instance=vm, flavor="m1.small", target_host="hv2")
         assert proc.returncode != 0
-        assert ("the storage path /var/lib/libvirt/images/only-hv1 that disk %s needs does not exist on the "
-                "destination" % data) in proc.stdout
+        said = " ".join(proc.stdout.split()).replace("''", "'")
+        assert ("disk %s needs the directory /var/lib/libvirt/images/only-hv1, which does not exist on the "
+                "destination [rule P1, docs/security.md]" % data) in said
         assert where(bed, vm) == {"hv1": "shut off"} and record(bed, "hv1", vm) is None
         assert migrations_dir(bed, "hv2") == set() and transfer_keys(bed, "hv2") == 0
     finally:

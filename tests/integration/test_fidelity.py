@@ -1,0 +1,186 @@
+"""Every real VM moves whole, or is refused before anything changes (issue #10), on the real bed:
+UEFI NVRAM byte for byte, CPU topology and pins element by element, autostart, and refusals for
+what a move cannot carry yet (snapshots, managed save, an emulated TPM, block and pool disks)."""
+
+import re
+import xml.etree.ElementTree as ET
+
+from resize_lib import (
+    HOSTS,
+    dominfo,
+    exists,
+    migrations_dir,
+    nothing_left_on,
+    playbook,
+    record,
+    report,
+    sh,
+    sha256,
+    transfer_keys,
+    where,
+)
+
+NVRAM = "/var/lib/libvirt/qemu/nvram/%s_VARS.fd"
+
+
+def redefine(bed, vm, edit, host="hv1"):
+    """Change the (shut-off) guest's definition with edit(root) and define it again."""
+    root = ET.fromstring(sh(bed, host, "virsh -c qemu:///system dumpxml --inactive %s" % vm))
+    edit(root)
+    xml = ET.tostring(root, encoding="unicode")
+    bed.ssh(host, "cat > /tmp/%s.xml <<'HVR_EOF'\n%s\nHVR_EOF\nvirsh -q -c qemu:///system define /tmp/%s.xml && "
+                  "rm -f /tmp/%s.xml" % (vm, xml, vm, vm))
+
+
+def dumpxml(bed, host, vm):
+    return ET.fromstring(sh(bed, host, "virsh -c qemu:///system dumpxml --inactive %s" % vm))
+
+
+def said(proc):
+    """The run's output as one line (the YAML callback folds long messages and doubles quotes)."""
+    return re.sub(r"\s+", " ", proc.stdout).replace("''", "'")
+
+
+def untouched(bed, vm, power="shut off"):
+    assert where(bed, vm) == {"hv1": power}
+    assert record(bed, "hv1", vm) is None
+    for h in HOSTS:
+        assert migrations_dir(bed, h) == set() and transfer_keys(bed, h) == 0
+
+
+def test_uefi_nvram_travels_byte_for_byte_and_is_kept_until_confirm(bed, guest):
+    vm = guest("it-uefi", start=False, vcpus=1, memory_mb=128, disk_gb=1)
+
+    def uefi(root):
+        os_el = root.find("os")
+        loader = ET.SubElement(os_el, "loader", readonly="yes", type="pflash")
+        loader.text = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+        ET.SubElement(os_el, "nvram").text = NVRAM % vm
+    redefine(bed, vm, uefi)
+    # The variable store as a VM leaves it: the template plus what it wrote (boot entries, keys).
+    sh(bed, "hv1", "mkdir -p /var/lib/libvirt/qemu/nvram && cp /usr/share/OVMF/OVMF_VARS_4M.fd %s && "
+                   "dd if=/dev/urandom of=%s bs=4k seek=4 count=8 conv=notrunc status=none" % (NVRAM % vm, NVRAM % vm))
+    before = sha256(bed, "hv1", NVRAM % vm)
+
+    playbook(bed, "resize.yml", check=True, instance=vm, flavor="m1.small", target_host="hv2")
+    assert sha256(bed, "hv2", NVRAM % vm) == before, "the NVRAM store arrived byte for byte"
+    assert sha256(bed, "hv1", NVRAM % vm) == before, "and the source keeps its own until confirm"
+    assert dumpxml(bed, "hv2", vm).findtext("os/nvram") == NVRAM % vm
+    assert any(d["path"] == NVRAM % vm for d in record(bed, "hv1", vm)["disks"])
+
+    playbook(bed, "revert.yml", check=True, instance=vm)
+    assert not exists(bed, "hv2", NVRAM % vm), "revert removes the destination's copy"
+    assert sha256(bed, "hv1", NVRAM % vm) == before
+    nothing_left_on(bed, "hv2", vm)
+
+    playbook(bed, "resize.yml", check=True, instance=vm, flavor="m1.small", target_host="hv3")
+    playbook(bed, "confirm.yml", check=True, instance=vm)
+    assert sha256(bed, "hv3", NVRAM % vm) == before
+    assert not exists(bed, "hv1", NVRAM % vm), "confirm deletes the source's store, after the copy was verified"
+    sh(bed, "hv3", "rm -f %s" % (NVRAM % vm))
+
+
+def test_cpu_topology_keeps_its_sockets_and_pins_follow_the_new_count(bed, guest):
+    vm = guest("it-cpu", start=False, vcpus=1, memory_mb=128, disk_gb=1)
+
+    def layout(root):
+        vcpu = root.find("vcpu")
+        vcpu.set("cpuset", "0")
+        cpu = root.find("cpu")
+        if cpu is None:
+            cpu = ET.SubElement(root, "cpu", mode="custom", match="exact")
+            ET.SubElement(cpu, "model", fallback="allow").text = "qemu64"
+        ET.SubElement(cpu, "topology", sockets="1", dies="1", cores="1", threads="1")
+        tune = ET.SubElement(root, "cputune")
+        ET.SubElement(tune, "vcpupin", vcpu="0", cpuset="0")
+    redefine(bed, vm, layout)
+    sh(bed, "hv1", "virsh -q -c qemu:///system start %s" % vm)
+    proc = playbook(bed, "resize.yml", check=True, instance=vm, flavor="m1.small", target_host="hv2")
+    assert "cores 1 -> 2 (sockets 1, dies 1, threads 1 kept)" in said(proc), "the change is a plan warning"
+    root = dumpxml(bed, "hv2", vm)
+    assert root.find("cpu/topology").attrib == {"sockets": "1", "dies": "1", "cores": "2", "threads": "1"}
+    assert root.find("vcpu").get("cpuset") == "0" and root.findtext("vcpu") == "2"
+    assert [(p.get("vcpu"), p.get("cpuset")) for p in root.findall("cputune/vcpupin")] == [("0", "0")]
+    assert report(bed, vm, "hv2")["nproc"] == "2"
+    # The new vCPU follows the domain's cpuset (CPU 0), as libvirt reports for the running guest.
+    pins = sh(bed, "hv2", "virsh -q -c qemu:///system vcpupin %s" % vm)
+    assert [line.split() for line in pins.strip().splitlines()] == [["0", "0"], ["1", "0"]]
+    playbook(bed, "confirm.yml", check=True, instance=vm)
+
+
+def test_a_topology_the_new_count_does_not_fit_is_refused_up_front(bed, guest):
+    vm = guest("it-cpu2", start=False, vcpus=2, memory_mb=128, disk_gb=1)
+
+    def two_sockets(root):
+        cpu = root.find("cpu")
+        if cpu is None:
+            cpu = ET.SubElement(root, "cpu", mode="custom", match="exact")
+            ET.SubElement(cpu, "model", fallback="allow").text = "qemu64"
+        ET.SubElement(cpu, "topology", sockets="2", dies="1", cores="1", threads="1")
+    redefine(bed, vm, two_sockets)
+    proc = playbook(bed, "resize.yml", instance=vm, flavor="m1.medium", target_host="hv2")  # 3 vCPUs
+    assert proc.returncode != 0
+    assert "3 vCPUs do not fit the VM's CPU topology (2 sockets" in said(proc)
+    assert "resize_cpu_topology=flatten" in said(proc)
+    untouched(bed, vm)
+    playbook(bed, "resize.yml", check=True, instance=vm, flavor="m1.medium", target_host="hv2",
+             resize_cpu_topology="flatten")
+    assert dumpxml(bed, "hv2", vm).find("cpu/topology") is None
+    assert dominfo(bed, "hv2", vm)["vcpus"] == 3
+
+
+def test_autostart_travels_and_the_source_keeps_quiet_until_revert(bed, guest):
+    vm = guest("it-autostart", vcpus=1, memory_mb=128, disk_gb=1)
+    sh(bed, "hv1", "virsh -q -c qemu:///system autostart %s" % vm)
+
+    def autostart(host):
+        return "Autostart:      enable" in sh(bed, host, "virsh -c qemu:///system dominfo %s" % vm)
+    playbook(bed, "resize.yml", check=True, instance=vm, flavor="m1.small", target_host="hv2")
+    assert autostart("hv2"), "the resized VM starts with its new host"
+    assert not autostart("hv1"), "a reboot of the source must not start the original too"
+    playbook(bed, "revert.yml", check=True, instance=vm)
+    assert autostart("hv1") and where(bed, vm) == {"hv1": "running"}
+
+
+def test_what_a_move_cannot_carry_is_refused_up_front_naming_it(bed, guest):
+    # A libvirt snapshot (internal, in the qcow2): its record would be lost.
+    vm = guest("it-snap", start=False, vcpus=1, memory_mb=128, disk_gb=1)
+    sh(bed, "hv1", "virsh -q -c qemu:///system snapshot-create-as %s before-upgrade" % vm)
+    proc = playbook(bed, "resize.yml", instance=vm, flavor="m1.small", target_host="hv2")
+    assert proc.returncode != 0 and "libvirt snapshot(s) before-upgrade" in said(proc)
+    untouched(bed, vm)
+    # An emulated TPM: its state would stay behind.
+    vm = guest("it-tpm", start=False, vcpus=1, memory_mb=128, disk_gb=1)
+    redefine(bed, vm, lambda root: root.find("devices").append(ET.fromstring(
+        "<tpm model='tpm-crb'><backend type='emulator' version='2.0'/></tpm>")))
+    proc = playbook(bed, "resize.yml", instance=vm, flavor="m1.small", target_host="hv2")
+    assert proc.returncode != 0 and "emulated TPM" in said(proc) and "[rule P3," in said(proc)
+    untouched(bed, vm)
+    # A disk in a storage pool, and a block device only the source has.
+    vm = guest("it-vol", start=False, vcpus=1, memory_mb=128, disk_gb=1)
+    redefine(bed, vm, lambda root: root.find("devices").append(ET.fromstring(
+        "<disk type='volume' device='disk'><driver name='qemu' type='raw'/>"
+        "<source pool='shared' volume='it-vol-data.raw'/><target dev='vdb' bus='virtio'/></disk>")))
+    proc = playbook(bed, "resize.yml", instance=vm, flavor="m1.small", target_host="hv2")
+    assert proc.returncode != 0 and "volume='it-vol-data.raw'" in said(proc)
+    untouched(bed, vm)
+    vm = guest("it-blk", start=False, vcpus=1, memory_mb=128, disk_gb=1)
+    redefine(bed, vm, lambda root: root.find("devices").append(ET.fromstring(
+        "<disk type='block' device='disk'><driver name='qemu' type='raw'/><source dev='/dev/hvr-vg/it-blk'/>"
+        "<target dev='vdb' bus='virtio'/></disk>")))
+    proc = playbook(bed, "resize.yml", instance=vm, flavor="m1.small", target_host="hv2")
+    assert proc.returncode != 0 and "/dev/hvr-vg/it-blk is a host block device" in said(proc)
+    untouched(bed, vm)
+    proc = playbook(bed, "resize.yml", instance=vm, flavor="m1.small", target_host="hv2",
+                    resize_allow_host_access=["host_block_device"])
+    assert proc.returncode != 0 and "is not a block device on the destination" in said(proc)
+    untouched(bed, vm)
+
+
+def test_a_managed_save_image_is_refused_up_front(bed, guest):
+    vm = guest("it-msave", vcpus=1, memory_mb=128, disk_gb=1)
+    sh(bed, "hv1", "virsh -q -c qemu:///system managedsave %s" % vm)
+    proc = playbook(bed, "resize.yml", instance=vm, flavor="m1.small", target_host="hv2")
+    assert proc.returncode != 0 and "a managed-save image" in said(proc)
+    untouched(bed, vm)
+    sh(bed, "hv1", "virsh -q -c qemu:///system managedsave-remove %s" % vm)
