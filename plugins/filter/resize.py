@@ -148,6 +148,10 @@ def _path_reasons(paths, hv):
     return out
 
 
+def _known(rec, results):
+    return rec.get("source") in results and rec.get("dest") in results
+
+
 def _refuse_busy(found, instance):
     """One operation per VM: refuse while any host says an operation holds the VM there."""
     busy = [(h, i["busy"]) for h, i in found if i.get("busy")]
@@ -304,13 +308,16 @@ def resize_recovery(results, instance, action="rollback"):
         if res.get("failed"):
             continue
         inst = res.get("instance")
+        # A host speaks only for itself (C2): its domain's record must name it, a claim is a
+        # destination's, and both ends must be hosts of the inventory.
         if inst:
             found.append((host, inst))
             rec = inst.get("migration") or {}
-            if rec.get("id") and (record_mod.is_open(rec) or rec.get("status") == "error"):
+            if rec.get("id") and (record_mod.is_open(rec) or rec.get("status") == "error") \
+                    and host in (rec.get("source"), rec.get("dest")) and _known(rec, results):
                 recs.setdefault(rec["id"], {})[host] = ("domain", rec)
         for rec in (res.get("hypervisor") or {}).get("migrations") or []:
-            if rec.get("instance") == instance and rec.get("id"):
+            if rec.get("instance") == instance and rec.get("id") and rec.get("dest") == host and _known(rec, results):
                 recs.setdefault(rec["id"], {}).setdefault(host, ("claim", rec))
     _refuse_busy(found, instance)
     candidates = {mid: hosts for mid, hosts in recs.items()
@@ -318,15 +325,20 @@ def resize_recovery(results, instance, action="rollback"):
     if not candidates:
         return {"id": None, "steps": [], "msg": "VM %s has no migration to recover on the hosts that answered (%s)"
                 % (instance, ", ".join(sorted(h for h, r in facts.items() if not r.get("failed"))) or "none")}
-    mid, hosts = max(candidates.items(), key=lambda item: max(r.get("updated") or r.get("created") or ""
-                                                              for _k, r in item[1].values()))
+    # The source's own record names its migration; else the newest claim.
+    named = [mid for mid, hosts in candidates.items()
+             if any(kind == "domain" and r.get("source") == h for h, (kind, r) in hosts.items())]
+    mid = named[0] if len(named) == 1 else max(candidates, key=lambda m: max(
+        r.get("updated") or r.get("created") or "" for _k, r in candidates[m].values()))
+    hosts = candidates[mid]
     any_rec = next(iter(hosts.values()))[1]
     source, dest = any_rec.get("source"), any_rec.get("dest")
     answered = {"source": source in facts and not facts[source].get("failed"),
                 "dest": dest in facts and not facts[dest].get("failed")}
     status = {h: r.get("status") for h, (_k, r) in hosts.items()}
     src_rec = hosts.get(source, (None, {}))[1] if hosts.get(source, ("", {}))[0] == "domain" else {}
-    dst_status = status.get(dest) if dest != source else None
+    dst_status = status.get(dest)
+    src_on_source = answered["source"] and bool((facts.get(source) or {}).get("instance"))
     out = {"id": mid, "source": source, "dest": dest, "status": status, "answered": answered, "action": action,
            "same_host": source == dest, "new_flavor": src_rec.get("new_flavor") or any_rec.get("new_flavor"),
            "old_power_state": src_rec.get("old_power_state"), "old_autostart": bool(src_rec.get("old_autostart")),
@@ -337,8 +349,13 @@ def resize_recovery(results, instance, action="rollback"):
             raise ResizeError("migration %s of %s is %s on %s: the confirm has begun and cannot be rolled back"
                               % (mid, instance, dst_status, dest),
                               hint="finish it with -e action=resume")
-        out["steps"] = (["destination"] if answered["dest"] and not out["same_host"] else []) + \
-            (["source"] if answered["source"] else [])
+        if not answered["dest"] and (src_rec.get("copied") or src_rec.get("status") == "post-migrating") \
+                and not out["same_host"]:
+            raise ResizeError("migration %s of %s: the copy to %s completed and %s did not answer; it may run the VM, "
+                              "so the original is not started" % (mid, instance, dest, dest),
+                              hint="run recover.yml again once %s answers" % dest)
+        # Same host: the destination step is the one that puts the backups back (revert in place).
+        out["steps"] = (["destination"] if answered["dest"] else []) + (["source"] if src_on_source else [])
         pending = [h for h, ok in (("destination " + str(dest), answered["dest"]),
                                    ("source " + str(source), answered["source"])) if not ok]
         out["msg"] = "rolled back migration %s of %s%s" % (

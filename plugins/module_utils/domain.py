@@ -153,6 +153,11 @@ def model_from_xml(xml):
             if path:
                 boot_files.append(path.strip())
     vcpu_attrs = dict(vcpu.attrib) if vcpu is not None else {}
+    # Values the template writes into attributes: only what libvirt means by them (never markup).
+    if vcpu_attrs.get("placement", "static") not in ("static", "auto") or \
+            not re.fullmatch(r"[0-9,^-]*", vcpu_attrs.get("cpuset", "")) or root.get("type") not in ("kvm", "qemu"):
+        raise ValidationError("domain %s has a <vcpu> placement/cpuset or a domain type this version does not know"
+                              % name, domain=name)
     if root.find("vcpus") is not None:
         warnings.append("<vcpus> (per-vCPU hot-plug settings) dropped: the new vCPUs are all enabled")
     if "current" in vcpu_attrs:
@@ -237,23 +242,29 @@ def resized_model(xml, vcpus, memory_mb, cpu_topology="scale"):
     name = model["name"]
     root = parse_xml(xml)
     warnings = list(model["warnings"])
+    hotplug = [d.get("model") for d in root.findall("./devices/memory")]
+    if root.find("maxMemory") is not None and hotplug:
+        raise ValidationError("the VM has memory hot-plug devices (%s) under <maxMemory>; this version cannot carry "
+                              "them yet" % ", ".join(m or "?" for m in hotplug), domain=name,
+                              hint="nothing was changed; remove them, or resize this domain by hand")
     sections = []
     for child in root:
         if not isinstance(child.tag, str) or child.tag in _SIZED or child.tag == "maxMemory":
             continue
         if child.tag == "cpu":
-            _resize_cpu_element(child, name, vcpus, memory_mb, cpu_topology, warnings)
+            _resize_cpu_element(child, name, vcpus, memory_mb, cpu_topology, warnings,
+                                changed=(vcpus, memory_mb) != (model["vcpus"], model["memory_mb"]))
         elif child.tag == "cputune":
             _resize_cputune(child, name, vcpus, warnings)
         sections.append(_text(child))
     return dict(model, sections=sections, warnings=warnings)
 
 
-def _resize_cpu_element(cpu, name, vcpus, memory_mb, policy, warnings):
+def _resize_cpu_element(cpu, name, vcpus, memory_mb, policy, warnings, changed=True):
     topo = cpu.find("topology")
     if topo is not None:
-        keep = {k: int(topo.get(k, "1")) for k in ("sockets", "dies", "threads")}
-        rest = keep["sockets"] * keep["dies"] * keep["threads"]
+        keep = {k: int(topo.get(k, "1")) for k in ("sockets", "dies", "clusters", "threads")}
+        rest = keep["sockets"] * keep["dies"] * keep["clusters"] * keep["threads"]
         if vcpus % rest == 0:
             if str(vcpus // rest) != topo.get("cores"):
                 warnings.append("<cpu><topology>: cores %s -> %d (sockets %d, dies %d, threads %d kept)"
@@ -262,8 +273,8 @@ def _resize_cpu_element(cpu, name, vcpus, memory_mb, policy, warnings):
         elif policy == "flatten":
             cpu.remove(topo)
             warnings.append("<cpu><topology> dropped (resize_cpu_topology=flatten): %d vCPUs do not divide into "
-                            "%d sockets x %d dies x %d threads; QEMU will show %d sockets"
-                            % (vcpus, keep["sockets"], keep["dies"], keep["threads"], vcpus))
+                            "%d sockets x %d dies x %d clusters x %d threads; QEMU will show %d sockets"
+                            % (vcpus, keep["sockets"], keep["dies"], keep["clusters"], keep["threads"], vcpus))
         else:
             raise ValidationError(
                 "%d vCPUs do not fit the VM's CPU topology (%d sockets x %d dies x %d threads, cores scaled): "
@@ -272,11 +283,15 @@ def _resize_cpu_element(cpu, name, vcpus, memory_mb, policy, warnings):
                 domain=name, hint="choose a flavor whose vCPUs are a multiple of %d, or set "
                                   "resize_cpu_topology=flatten to drop the topology" % rest)
     numa = cpu.find("numa")
-    if numa is not None:
+    threads = int(topo.get("threads", "1")) if topo is not None else 1
+    if numa is not None and changed:
         cells = numa.findall("cell")
-        if not cells or vcpus % len(cells) or (memory_mb * 1024) % len(cells):
-            raise ValidationError("%d vCPUs and %d MiB do not split evenly over the VM's %d NUMA cells"
-                                  % (vcpus, memory_mb, len(cells)), domain=name,
+        if any(not c.get("cpus") for c in cells):
+            raise ValidationError("the VM has NUMA cells without vCPUs (memory-only nodes); this version cannot "
+                                  "resize them", domain=name, hint="resize this domain by hand")
+        if not cells or vcpus % len(cells) or (vcpus // len(cells)) % threads or (memory_mb * 1024) % len(cells):
+            raise ValidationError("%d vCPUs and %d MiB do not split evenly over the VM's %d NUMA cells (whole "
+                                  "cores of %d threads)" % (vcpus, memory_mb, len(cells), threads), domain=name,
                                   hint="choose a flavor whose vCPUs and memory divide by %d" % len(cells))
         per = vcpus // len(cells)
         for i, cell in enumerate(cells):
@@ -293,7 +308,7 @@ def _resize_cputune(tune, name, vcpus, warnings):
             tune.remove(pin)
             warnings.append("<cputune><vcpupin vcpu='%s'> removed: the VM has %d vCPUs now" % (pin.get("vcpu"), vcpus))
     for el in tune:
-        if isinstance(el.tag, str) and el.get("vcpus") and max(_cpu_set(el.get("vcpus"))) >= vcpus:
+        if isinstance(el.tag, str) and el.get("vcpus") and max(_cpu_set(el.get("vcpus")) or {0}) >= vcpus:
             raise ValidationError("<cputune><%s vcpus='%s'> names vCPUs the VM would not have any more (%d vCPUs)"
                                   % (el.tag, el.get("vcpus"), vcpus), domain=name,
                                   hint="change or remove that element first, or choose a flavor with more vCPUs")

@@ -14,7 +14,7 @@ from . import state as state_mod
 from ._transfer import keys, local, markers
 from .connection import Connection, get_record, hostname, libvirt, libvirt_error, set_record, state_of
 from .domain import check_domain_name, model_from_xml, normalize, parse_xml, role_disk, root_disk, summary
-from .errors import ValidationError
+from .errors import ResizeError, ValidationError
 from .facts import other_domains_paths, storage_roots
 from .faults import checkpoint
 from .flavor import GIB
@@ -106,11 +106,13 @@ def apply_flavor_disks(xml, flavor, owned):
     return done
 
 
-def define_and_start(c, params, xml, dom_rec, state_rec, name, host, unchanged):
+def define_and_start(c, params, xml, dom_rec, state_rec, name, host, unchanged, defined=None):
     """Define the domain with its record inside, note it in the state dir, start it if it was running."""
     try:
         # The record goes in with the definition: a domain of ours never exists without it.
         dom = c.conn.defineXMLFlags(record_mod.embed(xml, dom_rec), libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
+        if defined is not None:
+            defined["yes"] = True
     except libvirt.libvirtError as exc:
         raise libvirt_error(exc, "libvirt refused the new domain XML", domain=name,
                             hint="check the template; %s" % unchanged)
@@ -137,14 +139,21 @@ def finish(params, check_mode):
     rec = state_mod.read_record(params["state_dir"], mid)
     lock = contextlib.nullcontext() if check_mode or not rec else \
         state_mod.vm_lock(params["state_dir"], rec["uuid"], "finish", mid, name, host)
-    with lock:
-        rec = state_mod.read_record(params["state_dir"], mid)  # again, under the lock
-        if rec and rec.get("same_host"):
-            return finish_in_place(params, check_mode, rec, name, mid, host)
-        return _finish(params, check_mode, rec, name, mid, host)
+    defined = {"yes": False}
+    try:
+        with lock:
+            rec = state_mod.read_record(params["state_dir"], mid)  # again, under the lock
+            if rec and rec.get("same_host"):
+                return finish_in_place(params, check_mode, rec, name, mid, host)
+            return _finish(params, check_mode, rec, name, mid, host, defined)
+    except ResizeError as exc:
+        # Whether this host defined the VM before the failure: the source may start the original
+        # again only if the destination never did, or has removed it (the role's rescue).
+        exc.details = dict(exc.details or {}, defined=defined["yes"])
+        raise
 
 
-def _finish(params, check_mode, rec, name, mid, host):
+def _finish(params, check_mode, rec, name, mid, host, defined):
     xml = params["domain_xml"]
     with Connection(params["uri"]) as c:
         dom = c.find(name)
@@ -196,7 +205,7 @@ def _finish(params, check_mode, rec, name, mid, host):
                                     % (len(got), "; %d on shared storage" % len(shared) if shared else ""))
         rec = record_mod.transition(rec, "post-migrating", "root disk %s" % ("grown" if grown else "kept"))
         rec = record_mod.transition(rec, "finished", "defined on %s; waiting for confirm or revert" % host)
-        dom = define_and_start(c, params, xml, rec, rec, name, host, "nothing was defined")
+        dom = define_and_start(c, params, xml, rec, rec, name, host, "nothing was defined", defined)
         keys.edit_authorized_keys(params["authorized_keys"], remove_id=mid)
         for leftover in ("receive.py", "allowed.json", "paths.json"):
             path = os.path.join(state_mod.migration_dir(params["state_dir"], mid), leftover)

@@ -14,7 +14,7 @@ from . import record as record_mod
 from . import state as state_mod
 from ._transfer import local, markers, sender
 from ._transfer.progress import Progress
-from .connection import Connection, hostname, power_off, set_record, state_of
+from .connection import Connection, hostname, libvirt, libvirt_error, power_off, set_record, state_of
 from .domain import check_domain_name
 from .errors import ResizeError, ValidationError
 from .facts import describe_instance
@@ -103,7 +103,10 @@ def _power_off_migrate(params, check_mode, dom, name, mid, host):
     if inst["autostart"] and not same_host:
         # The VM will live on the destination: a reboot of this host must not start the original
         # too. Revert (and rollback) turn it back on; the destination's copy gets it at finish.
-        dom.setAutostart(0)
+        try:
+            dom.setAutostart(0)
+        except libvirt.libvirtError as exc:
+            raise libvirt_error(exc, "cannot turn autostart off on the source", domain=name)
     progress = Progress(state_mod.progress_path(params["state_dir"], mid),
                         [d for d, r in zip(disks, rec["disks"]) if not r.get("shared")], every=1.0)
     try:
@@ -132,6 +135,8 @@ def _power_off_migrate(params, check_mode, dom, name, mid, host):
         progress.close()
     rec["disks"] = copied
     rec = record_mod.transition(rec, "post-migrating", "%d disk(s) copied and verified" % len(copied))
+    rec["copied"] = True  # from here on the destination may run the VM: the source starts it again only once
+    #                       the destination has removed its copy (settle.revert_source keep_off)
     set_record(dom, rec)
     plan.update({"shutdown": stop, "disks": copied, "migration": rec, "state": state_of(dom)})
     return plan

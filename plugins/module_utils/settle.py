@@ -43,8 +43,10 @@ def _remove_domain(dom, name):
     try:
         if dom.isActive():
             dom.destroy()
+        # The NVRAM store is a file of the migration like a disk (it may sit on shared storage the
+        # other host uses): the caller deletes exactly the files the record lists, libvirt none.
         dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
-                          | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+                          | libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM)
     except libvirt.libvirtError as exc:
         raise libvirt_error(exc, "cannot remove the domain", domain=name)
 
@@ -55,11 +57,14 @@ def revert_destination(params, check_mode):
     host = hostname()
     actions = []
     with Connection(params["uri"]) as c:
-        dom = c.find(name)
         srec = state_mod.read_record(params["state_dir"], mid)
-        vm_uuid = dom.UUIDString() if dom is not None else (srec or {}).get("uuid")
+        vm_uuid = (srec or {}).get("uuid")
+        if not vm_uuid:
+            found = c.find(name)
+            vm_uuid = found.UUIDString() if found is not None else None
         with _vm_lock(params, vm_uuid, "revert", check_mode, name, host), \
                 _no_receiver(params, mid, check_mode, name, host):
+            dom = c.find(name)  # again, under the lock: a finish may have defined it meanwhile
             return _revert_destination(params, check_mode, c, dom, name, mid, host, actions)
 
 
@@ -86,14 +91,15 @@ def _no_receiver(params, mid, check_mode, name, host):
 def _revert_destination(params, check_mode, c, dom, name, mid, host, actions):
     drec = get_record(dom) if dom is not None else None
     srec = state_mod.read_record(params["state_dir"], mid)
-    if srec and srec.get("same_host"):
-        # Same host (as this host's own prep recorded it, never as a domain's record says): the
-        # domain carrying this id is the VM itself. Never remove it.
-        return revert_in_place(params, check_mode, c, dom, drec if (drec or {}).get("id") == mid else None)
-    if drec and drec.get("id") == mid and drec.get("status") in ("confirming", "confirmed"):
+    ours = drec if (drec or {}).get("id") == mid else None
+    if ours and ours.get("status") in ("confirming", "confirmed"):
         # V1: after confirm the domain here is the VM's only home; never remove it.
         raise ValidationError("migration %s is %s here: the VM lives on this host now; refusing to remove it"
-                              % (mid, drec["status"]), domain=name, host=host)
+                              % (mid, ours["status"]), domain=name, host=host)
+    # Same host, as this host's own prep recorded it, or as this host's own record of the domain says
+    # (only this host writes that record: X2): the domain carrying this id is the VM. Never remove it.
+    if (srec and srec.get("same_host")) or (ours and ours.get("same_host") and ours.get("source") == host):
+        return revert_in_place(params, check_mode, c, dom, ours)
     if dom is not None:
         rec = drec
         if rec and rec.get("id") == mid:
@@ -220,6 +226,22 @@ def _revert_source(params, check_mode, dom, name, mid, host):
     if not rec or rec.get("id") != mid:
         return {"changed": False, "actions": [], "state": state_of(dom), "host": host}
     _drop_xfer(params, check_mode)
+    if rec.get("rolled_back") or rec.get("status") == "reverted":
+        # Done before: the VM is as it was (and what the operator did with it since stays so).
+        return {"changed": False, "actions": [], "state": state_of(dom), "migration": rec, "host": host}
+    if params.get("keep_off") and rec.get("copied"):
+        # The destination had the copy and did not say it removed it: it may run the VM. Starting
+        # the original (or putting a shared disk's backup back under it) would make two.
+        note = ("the destination may run the VM (its cleanup did not complete): the original stays off "
+                "here; run playbooks/recover.yml once the destination answers")
+        if rec.get("status") != "error" or rec["history"][-1].get("note") != note:
+            if not check_mode:
+                rec = record_mod.transition(rec, "error", note)
+                set_record(dom, rec)
+            return {"changed": True, "actions": ["record error; the original stays off"], "state": state_of(dom),
+                    "migration": rec, "host": host, "kept_off": True}
+        return {"changed": False, "actions": [], "state": state_of(dom), "migration": rec, "host": host,
+                "kept_off": True}
     old_state = rec.get("old_power_state")
     if rec["status"] == "confirmed":
         raise ValidationError("migration %s was confirmed; it cannot be reverted" % mid, domain=name, host=host)
@@ -262,7 +284,10 @@ def _revert_source(params, check_mode, dom, name, mid, host):
         rec = _move(rec, "reverted", note)
     set_record(dom, rec)
     if rec.get("old_autostart") and not dom.autostart():
-        dom.setAutostart(1)
+        try:
+            dom.setAutostart(1)
+        except libvirt.libvirtError as exc:
+            raise libvirt_error(exc, "cannot turn autostart back on", domain=name)
     if old_state == "running" and not dom.isActive():
         try:
             dom.create()

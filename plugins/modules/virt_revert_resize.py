@@ -47,6 +47,14 @@ options:
         otherwise it ends in C(reverted).
     type: bool
     default: false
+  keep_off:
+    description:
+      - On the source, when the copy had completed - the destination may run the VM, because its own
+        rollback did not complete or it could not be reached. The original is then not started and a
+        shared disk's backup not put back (either would make a second VM); the record says so, and
+        C(playbooks/recover.yml) finishes the rollback once the destination answers.
+    type: bool
+    default: false
 attributes:
   check_mode:
     support: full
@@ -96,6 +104,7 @@ def main():
             side=dict(type="str", required=True, choices=["source", "destination"]),
             reason=dict(type="str"),
             rollback=dict(type="bool", default=False),
+            keep_off=dict(type="bool", default=False),
         ),
         state_dir=True,
         migration=True,

@@ -254,3 +254,24 @@ def test_recovery_resumes_only_a_completed_copy_or_a_begun_confirm():
 def test_recovery_with_nothing_open_does_nothing():
     plan = F["resize_recovery"](_results(src=_rec("reverted")), "web01")
     assert plan["id"] is None and plan["steps"] == []
+
+
+def test_recovery_never_starts_the_original_while_the_destination_may_run_it():
+    claim = {"id": "m-1", "instance": "web01", "status": "pre-migrating", "source": "hv1", "dest": "hv2"}
+    with pytest.raises(AnsibleFilterError, match="did not answer; it may run the VM"):
+        F["resize_recovery"](_results(src=_rec("post-migrating", copied=True), claim=claim, down=("hv2",)), "web01")
+    with pytest.raises(AnsibleFilterError, match="did not answer; it may run the VM"):
+        F["resize_recovery"](_results(src=_rec("error", copied=True), claim=claim, down=("hv2",)), "web01")
+
+
+def test_recovery_of_a_same_host_resize_reverts_in_place_and_a_claim_speaks_only_for_its_host():
+    same = _rec("finished", dest="hv1", same_host=True)
+    res = _results(src=same)
+    assert F["resize_recovery"](res, "web01")["steps"] == ["destination", "source"]
+    with pytest.raises(AnsibleFilterError, match="the confirm has begun"):
+        F["resize_recovery"](_results(src=_rec("confirming", dest="hv1", same_host=True)), "web01")
+    # hv3 reports a claim that names hv2 as its destination: not believed.
+    res = _results(src=_rec("reverted"))
+    res["hv3"]["hypervisor"]["migrations"] = [{"id": "m-9", "instance": "web01", "status": "pre-migrating",
+                                                "source": "hv1", "dest": "hv2"}]
+    assert F["resize_recovery"](res, "web01")["id"] is None
