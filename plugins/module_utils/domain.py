@@ -278,8 +278,8 @@ def _resize_cpu_element(cpu, name, vcpus, memory_mb, policy, warnings, changed=T
         else:
             raise ValidationError(
                 "%d vCPUs do not fit the VM's CPU topology (%d sockets x %d dies x %d threads, cores scaled): "
-                "<cpu><topology> would change how many sockets the guest sees" % (vcpus, keep["sockets"],
-                                                                                 keep["dies"], keep["threads"]),
+                "<cpu><topology> would change how many sockets the guest sees"
+                % (vcpus, keep["sockets"], keep["dies"], keep["threads"]),
                 domain=name, hint="choose a flavor whose vCPUs are a multiple of %d, or set "
                                   "resize_cpu_topology=flatten to drop the topology" % rest)
     numa = cpu.find("numa")
@@ -298,8 +298,8 @@ def _resize_cpu_element(cpu, name, vcpus, memory_mb, policy, warnings, changed=T
             cell.set("cpus", _cpu_text(range(i * per, (i + 1) * per)))
             cell.set("memory", str(memory_mb * 1024 // len(cells)))
             cell.set("unit", "KiB")
-        warnings.append("<cpu><numa>: %d cells of %d vCPUs and %d MiB each" % (len(cells), per,
-                                                                              memory_mb // len(cells)))
+        warnings.append("<cpu><numa>: %d cells of %d vCPUs and %d MiB each"
+                        % (len(cells), per, memory_mb // len(cells)))
 
 
 def _resize_cputune(tune, name, vcpus, warnings):

@@ -272,6 +272,6 @@ def test_recovery_of_a_same_host_resize_reverts_in_place_and_a_claim_speaks_only
         F["resize_recovery"](_results(src=_rec("confirming", dest="hv1", same_host=True)), "web01")
     # hv3 reports a claim that names hv2 as its destination: not believed.
     res = _results(src=_rec("reverted"))
-    res["hv3"]["hypervisor"]["migrations"] = [{"id": "m-9", "instance": "web01", "status": "pre-migrating",
-                                                "source": "hv1", "dest": "hv2"}]
+    res["hv3"]["hypervisor"]["migrations"] = [
+        {"id": "m-9", "instance": "web01", "status": "pre-migrating", "source": "hv1", "dest": "hv2"}]
     assert F["resize_recovery"](res, "web01")["id"] is None
