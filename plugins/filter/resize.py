@@ -323,7 +323,8 @@ def resize_recovery(results, instance, action="rollback"):
     candidates = {mid: hosts for mid, hosts in recs.items()
                   if any(kind == "claim" or (record_mod.is_open(r)) for kind, r in hosts.values())}
     if not candidates:
-        return {"id": None, "steps": [], "msg": "VM %s has no migration to recover on the hosts that answered (%s)"
+        return {"id": None, "source": None, "dest": None, "status": {}, "steps": [],
+                "msg": "VM %s has no migration to recover on the hosts that answered (%s)"
                 % (instance, ", ".join(sorted(h for h, r in facts.items() if not r.get("failed"))) or "none")}
     # The source's own record names its migration; else the newest claim.
     named = [mid for mid, hosts in candidates.items()

@@ -213,7 +213,7 @@ def test_a_second_checkout_neither_takes_over_nor_tears_down_a_running_bed(bed, 
     name = f"it-twoclones-{uuid.uuid4().hex[:6]}"
     bed.run("guest", name, "--host", "hv1")
     try:
-        pid_before = bed.run("exec", "hv1", "pgrep", "-f", f"guest={name},", check=False).stdout
+        pid_before = bed.run("exec", "hv1", "pgrep", "-f", f"[g]uest={name},", check=False).stdout
         script = str(other / "tests" / "testbed" / "bed")
         up = subprocess.run([script, "up"], capture_output=True, text=True, timeout=120, check=False)
         assert up.returncode != 0 and f"the test bed of another checkout is up (state: {bed.state})" in up.stderr
@@ -222,7 +222,7 @@ def test_a_second_checkout_neither_takes_over_nor_tears_down_a_running_bed(bed, 
         assert bed.run("status").returncode == 0
         state = bed.run("exec", "hv1", "virsh", "-c", URI, "domstate", name).stdout.strip()
         assert state == "running"
-        pid_after = bed.run("exec", "hv1", "pgrep", "-f", f"guest={name},", check=False).stdout
+        pid_after = bed.run("exec", "hv1", "pgrep", "-f", f"[g]uest={name},", check=False).stdout
         assert pid_before.strip() and pid_after == pid_before, "the guest's QEMU was not restarted"
     finally:
         bed.run("rm-guest", name, check=False)

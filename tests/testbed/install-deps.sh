@@ -6,7 +6,7 @@ set -euo pipefail
 PACKAGES=(
     libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils libvirt-dev pkg-config gcc
     python3-dev python3-venv python3-libvirt python3-lxml busybox-static cpio openssh-server
-    openssh-client rsync iproute2 make shellcheck ovmf
+    openssh-client rsync iproute2 make shellcheck ovmf swtpm swtpm-tools
 )
 
 if [[ $EUID -ne 0 ]]; then
