@@ -58,6 +58,8 @@ lint: dev collection
 	$(VENV)/bin/ruff check plugins tests
 	$(VENV)/bin/yamllint .
 	$(VENV)/bin/ansible-lint
+	$(VENV)/bin/mypy --check-untyped-defs --ignore-missing-imports --follow-imports=skip \
+	  plugins/module_utils/_transfer/receiver.py plugins/module_utils/_policy.py
 
 docs: setup
 	@for m in plugins/modules/*.py; do n=$$(basename $$m .py); \

@@ -632,7 +632,7 @@ SHARED_KINDS = ("read", "emulator")
 def owned_elsewhere(paths, others):
     """P4: a file another domain of this host uses is never this domain's, except media and boot
     files that both only read."""
-    theirs = {}
+    theirs: dict = {}
     for entry in others:
         theirs.setdefault(entry["path"], set()).add(entry["kind"])
     out = []

@@ -189,10 +189,10 @@ def stream_into(fd_in, fd, size):
     sha256 hex received, data bytes)."""
     digest = hashlib.sha256()
     state = {"bytes": 0, "error": None}
-    free = queue.Queue()
+    free: queue.Queue = queue.Queue()
     for _i in range(4):
         free.put(bytearray(BUFFER))
-    work = queue.Queue()
+    work: queue.Queue = queue.Queue()
     thread = threading.Thread(target=writer, args=(fd, work, free, digest, state), daemon=True)
     thread.start()
     try:
