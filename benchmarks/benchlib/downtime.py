@@ -5,7 +5,7 @@ destination's serial console. The split comes from (all wall-clock, this machine
   - libvirt events inside hv1 and hv2 (benchmarks/helpers/watch.py): the record writes of
     virt_power_off_migrate (metadata changes: "powering off", "stopped", "post-migrating"),
     the guest's stop, the new domain's define and start;
-  - inotify on hv2's images directory: the receiver's rename, then the first open of the disk by
+  - inotify on hv2's images directory: the receiver's link into place, then the first open of the disk by
     virt_finish_migration (qemu-img info before qemu-img resize);
   - the serial console log on hv2, polled every 20 ms;
   - the modules' own figures (shutdown.seconds, per-disk seconds) from the play, via the
@@ -245,7 +245,9 @@ def one_resize(trust, profile, workdir, n):
     t_req, t_noticed, t_copied = meta[0], meta[1], meta[2]
     t_off = first(src, after=t_req, ev="lifecycle", what="stopped")
     t_guest_down = first(src, after=t_req, ev="lifecycle", what="shutdown")
-    t_moved = first(dst, after=t_req, ev="moved_to", file=NAME + ".qcow2")
+    # The receiver links the verified file into place (a new name: "create"; a rename before).
+    t_moved = first(dst, after=t_req, ev="create", file=NAME + ".qcow2") or \
+        first(dst, after=t_req, ev="moved_to", file=NAME + ".qcow2")
     t_grow = first(dst, after=t_moved or t_copied, ev="open", file=NAME + ".qcow2")
     t_defined = first(dst, after=t_req, ev="lifecycle", what="defined")
     t_started = first(dst, after=t_req, ev="lifecycle", what="started")
