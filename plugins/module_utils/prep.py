@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import inspect
 import json
 import os
@@ -186,6 +187,9 @@ def prep(params, check_mode):
         rec = record_mod.new_record(name, params["uuid"], params["source_host"], host, old_flavor, flavor,
                                     migration_id=mid)
         rec["claim"] = dict(request, root_growth_bytes=root_growth)
+        if not same_host:
+            # What this host reviewed: finish defines only this very definition (docs/security.md).
+            rec["reviewed_xml_sha256"] = hashlib.sha256(params["domain_xml"].encode("utf-8")).hexdigest()
         if same_host:
             rec["same_host"] = True
         rec["disks"] = [dict({"path": p}, **({"present": True} if p in present else {})) for p in paths]
