@@ -142,16 +142,9 @@ def _power_off_migrate(params, check_mode, dom, name, mid, host):
     return plan
 
 
-def xfer_dir(state_dir, migration_id):
-    """Where the one-off private key and the pinned host key live on the source while a step uses
-    them; removed by that step, and by revert, confirm and recover of the migration if the step was
-    killed."""
-    return os.path.join(state_dir, "xfer", state_mod.check_id(migration_id))
-
-
 def _transfer_files(params):
     """A private dir with the one-off key and the destination's pinned host key."""
-    tmp = xfer_dir(params["state_dir"], params["migration_id"])
+    tmp = state_mod.xfer_dir(params["state_dir"], params["migration_id"])
     os.makedirs(os.path.dirname(tmp), mode=0o700, exist_ok=True)
     shutil.rmtree(tmp, ignore_errors=True)  # a killed earlier attempt of this very step
     os.mkdir(tmp, 0o700)

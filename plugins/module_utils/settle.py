@@ -213,7 +213,7 @@ def revert_source(params, check_mode):
 
 def _drop_xfer(params, check_mode):
     """The one-off private key of a killed copy step, if it left one."""
-    path = os.path.join(params["state_dir"], "xfer", params["migration_id"])
+    path = state_mod.xfer_dir(params["state_dir"], params["migration_id"])
     if not check_mode and os.path.isdir(path):
         shutil.rmtree(path, ignore_errors=True)
         return True

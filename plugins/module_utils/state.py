@@ -4,6 +4,7 @@
 """A host's migration directory: records and claims as JSON, under one lock. Private.
 
 <state_dir>/lock                        flock held while claims are read and written
+<state_dir>/xfer/<id>/                  the source's one-off private key while the copy step runs
 <state_dir>/vms/<uuid>.lock             flock held by the one operation on that VM on this host
                                         (power-off and copy, finish, confirm, revert); says who holds it
 <state_dir>/migrations/<id>/record.json the record (with the claim: vcpus, memory_mb, disk_bytes)
@@ -37,6 +38,12 @@ def check_id(migration_id):
 def progress_path(state_dir, migration_id):
     """Where the source records a running copy's progress (removed when the copy ends)."""
     return os.path.join(state_dir, "progress", check_id(migration_id) + ".json")
+
+
+def xfer_dir(state_dir, migration_id):
+    """Where the one-off private key and the pinned host key live on the source while the copy step
+    uses them; removed by that step, and by revert, confirm and recover if the step was killed."""
+    return os.path.join(state_dir, "xfer", check_id(migration_id))
 
 
 def migration_dir(state_dir, migration_id):
