@@ -16,7 +16,7 @@ import datetime
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.hypervisor.resize.plugins.module_utils import _policy
+from ansible_collections.hypervisor.resize.plugins.module_utils import _policy, parts
 from ansible_collections.hypervisor.resize.plugins.module_utils import record as record_mod
 from ansible_collections.hypervisor.resize.plugins.module_utils.domain import (
     check_domain_name,
@@ -122,19 +122,7 @@ def _move_review(instance, allow):
     if not instance.get("xml"):
         return [], []
     rv = _policy.review_domain(parse_xml(instance["xml"]), allow, source=True)
-    return [text for _rule, text in rv.refusals] + _uncarried(instance), rv.paths
-
-
-def _uncarried(instance):
-    """What of the VM's state a move to another host cannot carry yet: refused up front, named."""
-    out = []
-    if instance.get("snapshots"):
-        out.append("libvirt snapshot(s) %s: their records cannot be carried to another host yet; delete them "
-                   "(virsh snapshot-delete) or resize on the same host" % ", ".join(instance["snapshots"]))
-    if instance.get("managed_save"):
-        out.append("a managed-save image: start the VM (it resumes from it) or discard it (virsh "
-                   "managedsave-remove) first")
-    return out
+    return [text for _rule, text in rv.refusals] + parts.uncarried(instance), rv.paths
 
 
 def _path_reasons(paths, hv):
@@ -386,8 +374,10 @@ def resize_recovery(results, instance, action="rollback"):
 
 def resize_plan_filter(instance, flavor, cpu_topology="scale"):
     """flavor.resize_plan, plus `domain`: the model to render, with its CPU layout made right for the
-    flavor (domain.resized_model); every change the model makes is one of the plan's warnings."""
+    flavor (domain.resized_model); every change the model makes is one of the plan's warnings; and
+    `carries`: what of the VM's state travels with it (parts.carried)."""
     plan = resize_plan(instance, flavor)
+    plan["carries"] = parts.carried(instance)
     if instance.get("xml"):
         domain = resized_model(instance["xml"], flavor["vcpus"], flavor["memory_mb"], cpu_topology)
         plan["domain"] = domain

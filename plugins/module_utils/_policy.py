@@ -13,7 +13,7 @@ Rule ids (docs/security.md explains each):
   P0 unclassified host path   P1 written paths   P2 read-only paths   P3 disks that cannot be checked
   D0 unknown element  D1 host devices and resources  D2 host file systems  D3 hypervisor-specific
   namespaces  D4 host block devices  D5 host character devices and sockets  D6 confinement  D7 host
-  scripts  D8 executables  D9 host network identity  P4 another domain's files  X2 our record
+  scripts  D8 executables  D9 host network identity  P4 another domain's files  P5 state files  X2 our record
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import posixpath
 import re
 import stat
 
+from . import parts
 from .errors import ValidationError
 
 SECURITY_DOC = "docs/security.md"
@@ -178,6 +179,7 @@ class Review:
         self.paths = []
         self.classified = set()
         self.source = False
+        self.uuid = None
 
     def refuse(self, rule, what):
         if _OPT_IN.get(rule) in self.allow:
@@ -198,6 +200,7 @@ def review_domain(root, allow=(), source=False):
     source's records; the definition rendered for the destination never does (X2)."""
     rv = Review(check_allow(allow))
     rv.source = source
+    rv.uuid = (root.findtext("uuid") or "").strip()
     for child in root:
         if not isinstance(child.tag, str):
             continue
@@ -327,8 +330,14 @@ def _device(dev, rv):
     elif tag == "tpm":
         backend = dev.find("backend")
         if backend is not None and backend.get("type") == "emulator":
-            rv.refuse("P3", "<tpm> with an emulated TPM: its state (swtpm, by UUID) cannot be carried to another "
-                            "host yet, and the VM would lose its keys (BitLocker, measured boot)")
+            # Its state travels (parts.state_files) when it can travel whole; else refused, named.
+            for problem in parts.tpm_problems(backend, rv.uuid):
+                rv.refuse("P3", "<tpm> with an emulated TPM: %s; the VM would lose its TPM's keys (BitLocker, "
+                                "measured boot)" % problem)
+            for el in backend.iter():
+                if el.tag in ("encryption", "source"):
+                    for key in el.attrib:
+                        rv.classified.add((el, key))
         if backend is not None and backend.get("type") == "passthrough":
             rv.refuse("D1", "<tpm> passes the host's TPM through")
             for el in dev.iter():

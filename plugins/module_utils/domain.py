@@ -22,6 +22,7 @@ except ImportError as exc:  # pragma: no cover - exercised by the import sanity 
     LXML_IMPORT_ERROR = exc
 
 from .errors import ValidationError
+from .parts import STATE_FILE_DEVICES, state_files
 
 RECORD_NS = "https://hypervisor-resize.dev/xmlns/migration/1"
 RECORD_PREFIX = "hvr"
@@ -104,11 +105,8 @@ def disks_from_root(root):
             "readonly": disk.find("readonly") is not None,
         })
         disks[-1]["role"] = disk_role(disks[-1]["path"]) if disks[-1]["device"] == "disk" else None
-    nvram = (root.findtext("./os/nvram") or "").strip()
-    if nvram:
-        # The UEFI variable store (boot entries, Secure Boot keys) travels like a disk.
-        disks.append({"device": "nvram", "type": "file", "target": None, "bus": None, "path": nvram,
-                      "network": None, "format": "raw", "readonly": False, "role": None})
+    # The VM's other state files (UEFI NVRAM, vTPM state) travel like disks: parts.STATE_FILE_DEVICES.
+    disks += state_files(root)
     return disks
 
 
@@ -193,11 +191,13 @@ def copy_disks(model_or_disks):
             and not d["network"] and not d["readonly"]]
 
 
-def moved_files(model_or_disks):
+def moved_files(model_or_disks, every=False):
     """Every file a move to another host copies and verifies: the disks that move (copy_disks) and
-    the UEFI NVRAM store."""
+    the VM's other state files (parts.state_files: UEFI NVRAM, vTPM state). An optional state file
+    (vTPM state) is in the list once a host found it there (it carries a size), or with `every`."""
     disks = model_or_disks["disks"] if isinstance(model_or_disks, dict) else model_or_disks
-    return copy_disks(disks) + [d for d in disks if d["device"] == "nvram" and d["path"]]
+    return copy_disks(disks) + [d for d in disks if d["device"] in STATE_FILE_DEVICES and d["path"]
+                                and (every or not d.get("optional") or d.get("allocation") is not None)]
 
 
 def _cpu_set(text):

@@ -12,6 +12,7 @@ from . import state as state_mod
 from .connection import Connection, get_record, hostname, inactive_xml, libvirt, state_of
 from .domain import check_domain_name, copy_disks, model_from_xml, moved_files, parse_xml, role_disk, root_disk
 from .errors import ResizeError
+from .parts import STATE_FILE_DEVICES, TPM_IGNORED
 
 RECORD_SUMMARY = ("id", "status", "source", "dest", "updated", "rolled_back")
 
@@ -63,7 +64,7 @@ def describe_instance(dom, state_dir=None):
     disks = []
     for disk in model["disks"]:
         entry = dict(disk)
-        if disk["path"] and not disk["network"] and disk["device"] in ("disk", "nvram") \
+        if disk["path"] and not disk["network"] and disk["device"] in ("disk",) + STATE_FILE_DEVICES \
                 and disk.get("type", "file") == "file" and os.path.exists(disk["path"]):
             entry.update(storage.image_info(disk["path"], disk["format"]))
         disks.append(entry)
@@ -89,7 +90,24 @@ def describe_instance(dom, state_dir=None):
         "snapshots": sorted(dom.snapshotListNames()),
         "managed_save": bool(dom.hasManagedSaveImage()),
         "busy": state_mod.vm_busy(state_dir, model["uuid"]) if state_dir else None,
+        "tpm_extra": _tpm_extra(disks),
     }
+
+
+def _tpm_extra(disks):
+    """Files beside the vTPM's state file (swtpm's saved or volatile state, ...): a move carries the
+    state file only, so these are refused by name (parts.uncarried)."""
+    out = []
+    for d in disks:
+        if d["device"] == "tpm":
+            where = os.path.dirname(d["path"])
+            try:
+                names = sorted(os.listdir(where))
+            except OSError:
+                continue
+            out += [os.path.join(where, n) for n in names
+                    if n not in TPM_IGNORED and n != os.path.basename(d["path"])]
+    return out
 
 
 def gather(params):

@@ -9,7 +9,7 @@ import contextlib
 import os
 import shutil
 
-from . import _policy
+from . import _policy, parts
 from . import record as record_mod
 from . import state as state_mod
 from ._transfer import local, markers, sender
@@ -67,11 +67,10 @@ def _power_off_migrate(params, check_mode, dom, name, mid, host):
                               domain=name, host=host, hint="resume or repair it first")
     disks = inst["moved_files"]
     same_host = bool(params.get("same_host"))
-    if not same_host and (inst["snapshots"] or inst["managed_save"]):
-        raise ValidationError("the VM has %s, which a move to another host cannot carry yet"
-                              % ("libvirt snapshot(s) %s" % ", ".join(inst["snapshots"]) if inst["snapshots"]
-                                 else "a managed-save image"), domain=name, host=host,
-                              hint="nothing was changed; delete them, or resize on the same host")
+    uncarried = [] if same_host else parts.uncarried(inst)
+    if uncarried:
+        raise ValidationError("the VM has what a move to another host cannot carry yet: %s" % "; ".join(uncarried),
+                              domain=name, host=host, hint="nothing was changed; or resize on the same host")
     for d in disks:
         if same_host and os.path.lexists(d["path"] + local.BACKUP_SUFFIX):
             raise ValidationError("a backup %s%s already exists" % (d["path"], local.BACKUP_SUFFIX),

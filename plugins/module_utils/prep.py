@@ -10,8 +10,9 @@ import hashlib
 import inspect
 import json
 import os
+import stat
 
-from . import _policy, storage
+from . import _policy, parts, storage
 from . import finish as finish_mod
 from . import record as record_mod
 from . import state as state_mod
@@ -25,9 +26,11 @@ from .flavor import GIB, capacity_reasons, normalize_flavor
 
 # How long the one-off key outlives the copy timeout (sshd refuses it by itself afterwards).
 KEY_MARGIN_SECONDS = 900
+# R2: the largest vTPM state file accepted (swtpm's are a few KiB; libtpms caps NV memory far below).
+STATE_FILE_MAX = 1 << 20
 
 
-def _check_disks(disks, name, host):
+def _check_disks(disks, name, host, made=()):
     """Returns (paths, present): the disks' paths, and those that exist here already. A present
     disk is either on storage shared with the source (the source will find this migration's
     marker beside it) or a stale file (the source refuses the resize before it powers off)."""
@@ -40,7 +43,7 @@ def _check_disks(disks, name, host):
             raise ValidationError("disk %s has a backing file (%s); images with backing chains are not "
                                   "supported yet" % (path, disk["backing_file"]), domain=name, host=host,
                                   hint="flatten it first: qemu-img convert or virsh blockpull")
-        if not os.path.isdir(os.path.dirname(path)):
+        if os.path.dirname(path) not in made and not os.path.isdir(os.path.dirname(path)):
             raise ValidationError("the storage path %s that disk %s needs does not exist on the destination"
                                   % (os.path.dirname(path), path), domain=name, host=host)
         if os.path.lexists(path):
@@ -96,12 +99,37 @@ def _check_domain(params, name, host, check_mode):
     if model["name"] != name or model["uuid"] != params["uuid"]:
         raise ValidationError("domain_xml is for %s (%s), not for %s (%s)"
                               % (model["name"], model["uuid"], name, params["uuid"]), domain=name, host=host)
-    listed = sorted(d.get("path") or "" for d in params["disks"])
-    own = sorted(d["path"] for d in moved_files(model))
-    if listed != own:
-        raise ValidationError("disks %s are not the disks of domain_xml (%s)" % (", ".join(listed), ", ".join(own)),
-                              domain=name, host=host)
+    listed = set(d.get("path") or "" for d in params["disks"])
+    own = set(d["path"] for d in moved_files(model, every=True))
+    required = set(d["path"] for d in moved_files(model, every=True) if not d.get("optional"))
+    if not required <= listed <= own or len(listed) != len(params["disks"]):
+        raise ValidationError("disks %s are not the disks and state files of domain_xml (%s)"
+                              % (", ".join(sorted(listed)), ", ".join(sorted(own))), domain=name, host=host)
     return model["interfaces"]
+
+
+def _state_dirs(params, name, host):
+    """The directories to make for the state files to receive (a vTPM's, parts.made_dirs): none may
+    exist (P4), and where they go must be a real directory. Returns them, outermost first."""
+    own = {d["path"]: d for d in moved_files(model_from_xml(params["domain_xml"]), every=True)}
+    dirs = []
+    for disk in params["disks"]:
+        if own[disk["path"]]["device"] == "tpm" and int(disk.get("virtual_size") or 0) > STATE_FILE_MAX:
+            raise ValidationError("vTPM state %s is %s bytes, more than the %d a TPM's state takes [rule R2, %s]"
+                                  % (disk["path"], disk.get("virtual_size"), STATE_FILE_MAX, _policy.SECURITY_DOC),
+                                  domain=name, host=host)
+        for path in parts.made_dirs(own[disk["path"]], params["uuid"]):
+            if os.path.lexists(path):
+                raise ValidationError("%s is already on this host; it would become this VM's [rule P4, %s]"
+                                      % (path, _policy.SECURITY_DOC), domain=name, host=host,
+                                      hint="remove it if it is left from a VM that is gone")
+            parent = os.path.dirname(path)
+            if parent not in dirs and os.path.lexists(parent) and not stat.S_ISDIR(os.lstat(parent).st_mode):
+                raise ValidationError("%s is not a directory [rule P1, %s]" % (parent, _policy.SECURITY_DOC),
+                                      domain=name, host=host)
+            if path not in dirs:
+                dirs.append(path)
+    return dirs
 
 
 def max_stream_size(disk):
@@ -127,6 +155,11 @@ def _check_networks(interfaces, hv, name, host):
 def prep(params, check_mode):
     name = check_domain_name(params["instance"])
     host = hostname()
+    try:
+        parts.check_uuid(params["uuid"])
+    except ValidationError as exc:
+        exc.domain, exc.host = name, host
+        raise
     flavor = normalize_flavor(params["flavor"], params["flavor"].get("name"))
     old_flavor = params.get("old_flavor")
     disks = params["disks"]
@@ -160,7 +193,8 @@ def prep(params, check_mode):
         else:
             interfaces = _check_domain(params, name, host, check_mode)
             sources = keys.source_addresses(params["source_address"] or params["source_host"])
-            paths, present = _check_disks(disks, name, host)
+            made = _state_dirs(params, name, host)
+            paths, present = _check_disks(disks, name, host, made)
         _check_networks(params["interfaces"] if same_host else interfaces, hv, name, host)
         # Disks already here (shared storage) take no new space.
         disk_bytes = sum(int(d.get("allocation") or 0) for d in disks if d.get("path") not in present)
@@ -192,6 +226,8 @@ def prep(params, check_mode):
             rec["reviewed_xml_sha256"] = hashlib.sha256(params["domain_xml"].encode("utf-8")).hexdigest()
         if same_host:
             rec["same_host"] = True
+        else:
+            rec["made_dirs"] = made  # named before they are made: revert finds even half of them
         rec["disks"] = [dict({"path": p}, **({"present": True} if p in present else {})) for p in paths]
         result = {"changed": True, "migration_id": rec["id"], "migration": rec, "claim": rec["claim"],
                   "present": present,
@@ -205,9 +241,16 @@ def prep(params, check_mode):
             checkpoint("claim", domain=name, host=host)
             return result
         mdir = state_mod.migration_dir(params["state_dir"], rec["id"])
+        # Sizes as declared, formats as this host reads them in the definition it reviewed.
+        kinds = {d["path"]: d["format"] for d in moved_files(model_from_xml(params["domain_xml"]), every=True)}
+        for path in made:
+            if not os.path.isdir(os.path.dirname(path)):  # libvirt's swtpm root: as libvirt makes it
+                os.makedirs(os.path.dirname(path), mode=0o711)
+            os.mkdir(path, 0o711 if path == made[0] else 0o700)
         # The receiver may write only disks that are not here yet, each up to its size (R1, R2).
         state_mod.write_file(params["state_dir"], rec["id"], "allowed.json",
-                             json.dumps({d["path"]: {"max_size": max_stream_size(d)} for d in disks
+                             json.dumps({d["path"]: {"max_size": max_stream_size(dict(d, format=kinds[d["path"]]))}
+                                         for d in disks
                                          if d["path"] not in present}))
         # Every disk path, for the source's check before the power-off (it only reads).
         state_mod.write_file(params["state_dir"], rec["id"], "paths.json", json.dumps(paths))

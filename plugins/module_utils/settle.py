@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 
+from . import parts
 from . import record as record_mod
 from . import state as state_mod
 from ._transfer import keys, local
@@ -45,8 +46,10 @@ def _remove_domain(dom, name):
             dom.destroy()
         # The NVRAM store is a file of the migration like a disk (it may sit on shared storage the
         # other host uses): the caller deletes exactly the files the record lists, libvirt none.
+        # The same for the vTPM's state (KEEP_TPM: libvirt >= 8.9; older ones delete it themselves).
+        keep_tpm = getattr(libvirt, "VIR_DOMAIN_UNDEFINE_KEEP_TPM", 0)
         dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
-                          | libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM)
+                          | libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM | keep_tpm)
     except libvirt.libvirtError as exc:
         raise libvirt_error(exc, "cannot remove the domain", domain=name)
 
@@ -120,6 +123,13 @@ def _revert_destination(params, check_mode, c, dom, name, mid, host, actions):
             actions.append("delete %s" % path)
             if not check_mode:
                 local.safe_unlink(path)
+    # Directories prep made for state files (a vTPM's): named in its record before they were made,
+    # proven absent before (P4), so all that is in them is this migration's.
+    for path in (srec or {}).get("made_dirs") or []:
+        if srec.get("uuid") and path in parts.may_make(srec["uuid"]) and os.path.lexists(path):
+            actions.append("delete %s/" % path)
+            if not check_mode:
+                shutil.rmtree(path)
     # Disks on shared storage are never deleted here: they are the source's disks (revert_source
     # puts its backup back over them). Only our markers go.
     for path in (srec or {}).get("markers") or []:
@@ -144,7 +154,8 @@ def revert_in_place(params, check_mode, c, dom, drec):
     name, mid = params["instance"], params["migration_id"]
     disks = (drec or {}).get("disks") or []
     # Only a backup of one of the domain's own disks, beside it, is ever put back.
-    own = set(d["path"] for d in moved_files(model_from_xml(inactive_xml(dom)))) if dom is not None else set()
+    own = set(d["path"] for d in moved_files(model_from_xml(inactive_xml(dom)), every=True)) if dom is not None \
+        else set()
     for d in disks:
         if d.get("path") not in own or d.get("backup") not in (None, d["path"] + local.BACKUP_SUFFIX):
             raise ValidationError("the record names %s (backup %s), which is not a disk of %s with its backup beside "
@@ -378,10 +389,19 @@ def _confirm_source(params, check_mode, dom, name, mid, host):
     paths = [d["backup"] if d.get("shared") else d["path"] for d in rec.get("disks", [])]
     paths = [p for p in paths if p]
     actions = ["undefine %s" % name] + ["delete %s" % p for p in paths if os.path.exists(p)]
+    # The vTPM's directory goes with the VM (libvirt's own layout, made from the UUID): once its state
+    # file was copied, what is left there is swtpm's lock.
+    tpm = parts.tpm_state_dir(dom.UUIDString()) if any(
+        d.get("path") in [parts.tpm_state_path(dom.UUIDString(), v) for v in parts.TPM_STATE]
+        for d in rec.get("disks", [])) else None
+    if tpm and os.path.lexists(tpm):
+        actions.append("delete %s/" % tpm)
     if check_mode:
         return {"changed": True, "actions": actions}
     _remove_domain(dom, name)
     for path in paths:
         if os.path.exists(path):
             os.unlink(path)
+    if tpm and os.path.lexists(tpm):
+        shutil.rmtree(tpm)
     return {"changed": True, "actions": actions}

@@ -1,6 +1,7 @@
 """Every real VM moves whole, or is refused before anything changes (issue #10), on the real bed:
-UEFI NVRAM byte for byte, CPU topology and pins element by element, autostart, and refusals for
-what a move cannot carry yet (snapshots, managed save, an emulated TPM, block and pool disks)."""
+UEFI NVRAM and vTPM state byte for byte, CPU topology and pins element by element, autostart, and
+refusals for what a move cannot carry yet (snapshots, managed save, encrypted TPM state, block and
+pool disks)."""
 
 import re
 import xml.etree.ElementTree as ET
@@ -80,6 +81,80 @@ def test_uefi_nvram_travels_byte_for_byte_and_is_kept_until_confirm(bed, guest):
     sh(bed, "hv3", "rm -f %s" % (NVRAM % vm))
 
 
+TPM = "/var/lib/libvirt/swtpm/%s"
+TPM2_STATE = TPM + "/tpm2/tpm2-00.permall"
+
+
+def differing_bytes(bed, host_a, host_b, path):
+    """How many bytes of `path` differ between two hosts (a TPM's state changes by a few bytes at each
+    start; a new TPM made by libvirt, with new seeds and keys, in thousands)."""
+    a, b = (sh(bed, h, "od -An -v -tx1 %s" % path).split() for h in (host_a, host_b))
+    return sum(1 for x, y in zip(a, b) if x != y) + abs(len(a) - len(b))
+
+
+def test_vtpm_state_travels_byte_for_byte_and_is_kept_until_confirm(bed, guest):
+    vm = guest("it-tpm", start=False, vcpus=1, memory_mb=128, disk_gb=1)
+    redefine(bed, vm, lambda root: root.find("devices").append(ET.fromstring(
+        "<tpm model='tpm-crb'><backend type='emulator' version='2.0'/></tpm>")))
+    uuid = sh(bed, "hv1", "virsh -q -c qemu:///system domuuid %s" % vm).strip()
+    # The first start makes the TPM (swtpm_setup: seeds, EK); a shut-off VM keeps its state file.
+    sh(bed, "hv1", "virsh -q -c qemu:///system start %s && virsh -q -c qemu:///system destroy %s" % (vm, vm))
+    before = sha256(bed, "hv1", TPM2_STATE % uuid)
+
+    proc = playbook(bed, "resize.yml", check=True, instance=vm, flavor="m1.small", target_host="hv2")
+    assert "carries: 1 disk(s), TPM state" in said(proc)
+    assert sha256(bed, "hv2", TPM2_STATE % uuid) == before, "the TPM's state arrived byte for byte"
+    assert sha256(bed, "hv1", TPM2_STATE % uuid) == before, "and the source keeps its own until confirm"
+    assert any(d["path"] == TPM2_STATE % uuid for d in record(bed, "hv1", vm)["disks"])
+
+    playbook(bed, "revert.yml", check=True, instance=vm)
+    assert not exists(bed, "hv2", TPM % uuid), "revert removes the destination's copy and the directory prep made"
+    assert sha256(bed, "hv1", TPM2_STATE % uuid) == before
+    nothing_left_on(bed, "hv2", vm)
+
+    # Running: shut down, moved, started on hv3 with the same TPM (seeds and keys), not a new one.
+    sh(bed, "hv1", "virsh -q -c qemu:///system start %s" % vm)
+    playbook(bed, "resize.yml", check=True, instance=vm, flavor="m1.small", target_host="hv3")
+    assert where(bed, vm) == {"hv1": "shut off", "hv3": "running"}
+    assert differing_bytes(bed, "hv1", "hv3", TPM2_STATE % uuid) < 64
+    playbook(bed, "confirm.yml", check=True, instance=vm)
+    assert not exists(bed, "hv1", TPM % uuid), "confirm deletes the source's TPM, after the copy was verified"
+    assert exists(bed, "hv3", TPM2_STATE % uuid)
+
+
+def test_a_tpm_whose_state_cannot_travel_whole_is_refused_naming_it(bed, guest):
+    vm = guest("it-tpmx", start=False, vcpus=1, memory_mb=128, disk_gb=1)
+    redefine(bed, vm, lambda root: root.find("devices").append(ET.fromstring(
+        "<tpm model='tpm-tis'><backend type='emulator' version='2.0'/></tpm>")))
+    uuid = sh(bed, "hv1", "virsh -q -c qemu:///system domuuid %s" % vm).strip()
+    sh(bed, "hv1", "virsh -q -c qemu:///system start %s && virsh -q -c qemu:///system destroy %s" % (vm, vm))
+    # swtpm's saved state beside the permanent one: a move carries the state file only.
+    extra = TPM % uuid + "/tpm2/tpm2-00.savestate"
+    sh(bed, "hv1", "echo saved > %s" % extra)
+    before = sha256(bed, "hv1", TPM2_STATE % uuid)
+    proc = playbook(bed, "resize.yml", instance=vm, flavor="m1.small", target_host="hv2")
+    assert proc.returncode != 0 and "vTPM files beside its state file (%s)" % extra in said(proc)
+    untouched(bed, vm)
+    assert sha256(bed, "hv1", TPM2_STATE % uuid) == before and not exists(bed, "hv2", TPM % uuid)
+    sh(bed, "hv1", "rm -f %s" % extra)
+    # TPM state the destination holds already for this UUID is never taken for the VM's (P4).
+    sh(bed, "hv2", "mkdir -p %s/tpm2 && echo planted > %s" % (TPM % uuid, TPM2_STATE % uuid))
+    proc = playbook(bed, "resize.yml", instance=vm, flavor="m1.small", target_host="hv2")
+    assert proc.returncode != 0 and "[rule P4," in said(proc) and TPM % uuid in said(proc)
+    untouched(bed, vm)
+    assert sh(bed, "hv2", "cat %s" % (TPM2_STATE % uuid)).strip() == "planted"
+    sh(bed, "hv2", "rm -rf %s" % (TPM % uuid))
+    # On the same host the state stays where it is, with a backup beside it that revert puts back.
+    playbook(bed, "resize.yml", check=True, instance=vm, flavor="m1.small", target_host="hv1",
+             allow_same_host="true")
+    assert exists(bed, "hv1", TPM2_STATE % uuid + ".hvresize-backup")
+    sh(bed, "hv1", "virsh -q -c qemu:///system start %s" % vm)  # the guest's TPM writes its state
+    playbook(bed, "revert.yml", check=True, instance=vm)
+    assert sha256(bed, "hv1", TPM2_STATE % uuid) == before
+    assert not exists(bed, "hv1", TPM2_STATE % uuid + ".hvresize-backup")
+    assert dominfo(bed, "hv1", vm)["vcpus"] == 1
+
+
 def test_cpu_topology_keeps_its_sockets_and_pins_follow_the_new_count(bed, guest):
     vm = guest("it-cpu", start=False, vcpus=1, memory_mb=128, disk_gb=1)
 
@@ -149,12 +224,14 @@ def test_what_a_move_cannot_carry_is_refused_up_front_naming_it(bed, guest):
     proc = playbook(bed, "resize.yml", instance=vm, flavor="m1.small", target_host="hv2")
     assert proc.returncode != 0 and "libvirt snapshot(s) before-upgrade" in said(proc)
     untouched(bed, vm)
-    # An emulated TPM: its state would stay behind.
-    vm = guest("it-tpm", start=False, vcpus=1, memory_mb=128, disk_gb=1)
+    # An emulated TPM whose state is encrypted with a secret of the source host.
+    vm = guest("it-tpmenc", start=False, vcpus=1, memory_mb=128, disk_gb=1)
     redefine(bed, vm, lambda root: root.find("devices").append(ET.fromstring(
-        "<tpm model='tpm-crb'><backend type='emulator' version='2.0'/></tpm>")))
+        "<tpm model='tpm-crb'><backend type='emulator' version='2.0'>"
+        "<encryption secret='6dd3e4a5-1d76-44ce-961f-f119f5aad935'/></backend></tpm>")))
     proc = playbook(bed, "resize.yml", instance=vm, flavor="m1.small", target_host="hv2")
-    assert proc.returncode != 0 and "emulated TPM" in said(proc) and "[rule P3," in said(proc)
+    assert proc.returncode != 0 and "emulated TPM: its state is encrypted with libvirt secret" in said(proc)
+    assert "[rule P3," in said(proc)
     untouched(bed, vm)
     # A disk in a storage pool, and a block device only the source has.
     vm = guest("it-vol", start=False, vcpus=1, memory_mb=128, disk_gb=1)

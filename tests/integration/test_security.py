@@ -317,6 +317,42 @@ def test_prep_on_the_destination_refuses_a_disk_at_root_authorized_keys2(bed, tm
                 check=False)
 
 
+def test_prep_makes_the_vtpm_state_path_itself_never_from_the_source(bed, tmp_path):
+    """P5, the controller bypassed: a source that names another VM's TPM state, a UUID that is a
+    path, or a state file the size of a disk gets nothing authorized, made or opened on hv2."""
+    _private, public = keypair(tmp_path)
+    tiny = {"name": "m1.tiny", "vcpus": 1, "memory_mb": 128, "root_gb": 1, "ephemeral_gb": 0, "swap_mb": 0}
+    vm, vm_uuid, victim = "it-sec-tpm", str(uuid.uuid4()), str(uuid.uuid4())
+    disk = "/var/lib/libvirt/images/%s.qcow2" % vm
+    xml = guest_xml(vm, vm_uuid, disk, "qcow2").replace(
+        "</devices>", "<tpm model='tpm-crb'><backend type='emulator' version='2.0'/></tpm></devices>")
+    own = "/var/lib/libvirt/swtpm/%s/tpm2/tpm2-00.permall" % vm_uuid
+    size = {"allocation": 8192, "virtual_size": 6101, "format": "raw"}
+    attacks = [
+        ("another VM's TPM state", vm_uuid, xml,
+         [dict(size, path="/var/lib/libvirt/swtpm/%s/tpm2/tpm2-00.permall" % victim)], "not the disks"),
+        ("a UUID that is a path", "../../../root/.ssh", xml.replace(vm_uuid, "../../../root/.ssh"),
+         [dict(size, path="/var/lib/libvirt/swtpm/../../../root/.ssh/tpm2/tpm2-00.permall")], "UUID"),
+        ("a state file the size of a disk", vm_uuid, xml,
+         [dict(size, path=own, virtual_size=2 << 30)], "rule R2"),
+    ]
+    try:
+        for what, claimed_uuid, domain_xml, files, why in attacks:
+            mid = str(uuid.uuid4())
+            args = {"instance": vm, "uuid": claimed_uuid, "migration_id": mid, "source_host": "hv1",
+                    "flavor": tiny, "old_flavor": tiny, "transfer_public_key": public,
+                    "disks": [{"path": disk, "allocation": 1 << 20, "virtual_size": 1 << 30, "format": "qcow2"}]
+                    + files, "domain_xml": domain_xml}
+            proc, result = adhoc(bed, "hv2", "hypervisor.resize.virt_resize_prep", args)
+            assert result is not None, proc.stdout + proc.stderr
+            assert failed(proc), "%s was accepted: %s" % (what, result)
+            assert why in re.sub(r"\s+", " ", result.get("msg", "")), (what, result.get("msg"))
+            assert migrations_dir(bed, "hv2") == set() and transfer_keys(bed, "hv2") == 0, what
+            assert sh(bed, "hv2", "ls -A /var/lib/libvirt/swtpm 2>/dev/null || true").strip() == "", what
+    finally:
+        bed.ssh("hv2", "rm -rf /var/lib/libvirt/swtpm/%s /var/lib/libvirt/swtpm/%s" % (vm_uuid, victim), check=False)
+
+
 # --- 3. a symbolic link planted at the part file ------------------------------------------------
 
 def test_symlink_planted_at_the_part_file_does_not_redirect_the_copy(bed, guest):

@@ -262,10 +262,23 @@ def test_P3_only_formats_whose_references_can_be_checked():
     assert any("[rule P3," in p and "vmdk" in p for p in problems(domain(dev)))
 
 
-def test_what_a_move_cannot_carry_yet_is_refused_naming_it():
+def test_an_emulated_tpm_travels_unless_its_state_cannot_travel_whole():
     tpm = "<tpm model='tpm-crb'><backend type='emulator' version='2.0'/></tpm>"
-    assert any("[rule P3," in p and "emulated TPM" in p for p in problems(domain(tpm)))
-    assert any("[rule P3," in p for p in problems(domain(tpm), allow=list(_policy.ALLOW_CHOICES))), "no opt-in"
+    assert problems(domain(tpm)) == []
+    for backend, why in (
+            ("<backend type='emulator' version='2.0'><encryption secret='6dd3e4a5-1d76-44ce-961f-f119f5aad935'/>"
+             "</backend>", "encrypted with libvirt secret 6dd3e4a5"),
+            ("<backend type='emulator' version='2.0'><source type='dir' path='/srv/tpm'/></backend>",
+             "a path of its own"),
+            ("<backend type='emulator' version='3.0'/>", "version '3.0'"),
+            ("<backend type='emulator'/>", "version None")):
+        got = problems(domain("<tpm model='tpm-crb'>%s</tpm>" % backend))
+        assert any("[rule P3," in p and "emulated TPM" in p and why in p for p in got), (backend, got)
+        got = problems(domain("<tpm model='tpm-crb'>%s</tpm>" % backend), allow=list(_policy.ALLOW_CHOICES))
+        assert any("[rule P3," in p for p in got), "no opt-in"
+
+
+def test_what_a_move_cannot_carry_yet_is_refused_naming_it():
     auto = domain().getroottree().getroot()
     auto.find("os").set("firmware", "efi")
     assert any("[rule P3," in p and "firmware='efi'" in p for p in problems(auto))
