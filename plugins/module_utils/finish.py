@@ -79,12 +79,12 @@ def check_images(xml, owned, name, host):
                                   domain=name, host=host, hint="nothing of it was used")
 
 
-def check_domain_here(conn, params, xml, name, host):
+def check_domain_here(conn, params, xml, name, host, fs=None):
     """The definition about to be defined here, against this host's rules (docs/security.md):
     its elements, its paths under this host's roots, and no file of another domain here."""
     roots, _dropped = storage_roots(conn, params["instances_path"])
     root = parse_xml(xml)
-    problems, _review = _policy.check_domain(root, roots, params["allow_host_access"], fs=_policy.LocalFS(),
+    problems, _review = _policy.check_domain(root, roots, params["allow_host_access"], fs=fs or _policy.LocalFS(),
                                              others=other_domains_paths(conn, root.findtext("uuid")))
     _policy.refuse(problems, domain=name, host=host)
 

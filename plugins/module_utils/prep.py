@@ -71,17 +71,33 @@ def _check_backups(disks, name, host):
     return paths
 
 
+class _WouldMake(_policy.LocalFS):
+    """The file system as it will be once prep has made `dirs` (check mode makes nothing)."""
+
+    def __init__(self, dirs):
+        self.dirs = set(dirs)
+
+    def lstat(self, path):
+        if path in self.dirs:
+            return os.stat_result((stat.S_IFDIR | 0o755,) + (0,) * 9)
+        return super().lstat(path)
+
+
 def _check_domain(params, name, host, check_mode):
     """docs/security.md: what the source's definition asks of this host, checked here against this
     host's own roots, file system and other domains (P0-P4, D0-D9, X2, R3). The disks to receive
     are the domain's own; its NICs are the definition's, not a list the source reported."""
     nvram = [d["path"] for d in moved_files(model_from_xml(params["domain_xml"])) if d["device"] == "nvram"]
-    for root in _policy.NVRAM_ROOTS:
-        # libvirt's NVRAM directory exists only once a UEFI VM has started here: make it.
-        if not check_mode and any(_policy.under(p, root) for p in nvram) and not os.path.lexists(root):
+    made = [root for root in _policy.NVRAM_ROOTS
+            if any(_policy.under(p, root) for p in nvram) and not os.path.lexists(root)]
+    for root in made:
+        # libvirt's NVRAM directory exists only once a UEFI VM has started here: make it (check
+        # mode: judge the paths as if it had been made).
+        if not check_mode:
             os.makedirs(root, mode=0o755)
     with Connection(params["uri"]) as c:
-        finish_mod.check_domain_here(c.conn, params, params["domain_xml"], name, host)
+        finish_mod.check_domain_here(c.conn, params, params["domain_xml"], name, host,
+                                     fs=_WouldMake(made) if check_mode else None)
     model = model_from_xml(params["domain_xml"])
     for disk in model["disks"]:
         if disk["type"] == "file" and disk["path"] and (disk["readonly"] or disk["device"] != "disk") \
@@ -105,7 +121,7 @@ def _check_domain(params, name, host, check_mode):
     if not required <= listed <= own or len(listed) != len(params["disks"]):
         raise ValidationError("disks %s are not the disks and state files of domain_xml (%s)"
                               % (", ".join(sorted(listed)), ", ".join(sorted(own))), domain=name, host=host)
-    return model["interfaces"]
+    return model["interfaces"], made
 
 
 def _state_dirs(params, name, host):
@@ -191,10 +207,10 @@ def prep(params, check_mode):
         if same_host:
             paths, present = _check_backups(disks, name, host), []
         else:
-            interfaces = _check_domain(params, name, host, check_mode)
+            interfaces, roots_made = _check_domain(params, name, host, check_mode)
             sources = keys.source_addresses(params["source_address"] or params["source_host"])
             made = _state_dirs(params, name, host)
-            paths, present = _check_disks(disks, name, host, made)
+            paths, present = _check_disks(disks, name, host, made + roots_made)
         _check_networks(params["interfaces"] if same_host else interfaces, hv, name, host)
         # Disks already here (shared storage) take no new space.
         disk_bytes = sum(int(d.get("allocation") or 0) for d in disks if d.get("path") not in present)

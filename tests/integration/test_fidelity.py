@@ -63,6 +63,13 @@ def test_uefi_nvram_travels_byte_for_byte_and_is_kept_until_confirm(bed, guest):
                    "dd if=/dev/urandom of=%s bs=4k seek=4 count=8 conv=notrunc status=none" % (NVRAM % vm, NVRAM % vm))
     before = sha256(bed, "hv1", NVRAM % vm)
 
+    # Check mode on a destination that never ran a UEFI VM (no NVRAM directory yet): the plan, and
+    # nothing made there.
+    sh(bed, "hv2", "rmdir /var/lib/libvirt/qemu/nvram 2>/dev/null || true")
+    proc = playbook(bed, "resize.yml", "--check", check=True, instance=vm, flavor="m1.small", target_host="hv2")
+    assert "carries: 1 disk(s), UEFI NVRAM" in said(proc)
+    assert not exists(bed, "hv2", "/var/lib/libvirt/qemu/nvram") and where(bed, vm) == {"hv1": "shut off"}
+
     playbook(bed, "resize.yml", check=True, instance=vm, flavor="m1.small", target_host="hv2")
     assert sha256(bed, "hv2", NVRAM % vm) == before, "the NVRAM store arrived byte for byte"
     assert sha256(bed, "hv1", NVRAM % vm) == before, "and the source keeps its own until confirm"
