@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 from . import _policy, storage
 from . import state as state_mod
@@ -88,10 +89,19 @@ def describe_instance(dom, state_dir=None):
         "migration": get_record(dom),
         "autostart": bool(dom.autostart()),
         "snapshots": sorted(dom.snapshotListNames()),
+        "checkpoints": _checkpoints(dom),
         "managed_save": bool(dom.hasManagedSaveImage()),
         "busy": state_mod.vm_busy(state_dir, model["uuid"]) if state_dir else None,
         "tpm_extra": _tpm_extra(disks),
     }
+
+
+def _checkpoints(dom):
+    """Names of the domain's libvirt checkpoints (incremental backup bitmaps' records)."""
+    try:
+        return sorted(cp.getName() for cp in dom.listAllCheckpoints())
+    except (AttributeError, libvirt.libvirtError):
+        return []
 
 
 def _tpm_extra(disks):
@@ -151,6 +161,8 @@ def gather(params):
             "storage_roots": roots,
             "storage_roots_refused": dropped,
             "bridges": _bridges(),
+            # libvirt runs swtpm for a VM's emulated TPM: without it such a VM cannot start here.
+            "swtpm": shutil.which("swtpm") is not None,
             "networks": networks,
             "domains": sorted(domains, key=lambda d: d["name"]),
         }

@@ -8,8 +8,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import stat
 
-from . import _policy, storage
+from . import _policy, parts, storage
 from . import record as record_mod
 from . import state as state_mod
 from ._transfer import keys, local, markers
@@ -54,6 +55,35 @@ def shared_disks(rec):
                                   % (disk["path"], disk["path"], local.BACKUP_SUFFIX), host=hostname())
         shared.append(disk["path"])
     return shared
+
+
+def made_here(entry, uuid):
+    """A directory prep made for this migration (its record names it), still that directory: the
+    same inode, or, if prep was stopped before it noted the inode, empty."""
+    path = entry.get("path") if isinstance(entry, dict) else None
+    if not path or not uuid or path not in parts.may_make(uuid):
+        return False
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISDIR(st.st_mode):
+        return False
+    if "ino" in entry:
+        return (st.st_dev, st.st_ino) == (entry.get("dev"), entry.get("ino"))
+    return not os.listdir(path)
+
+
+def _check_tpm_state(rec, name, host):
+    """P4/P5 again, just before define: vTPM state kept here for the VM's UUID is the directory this
+    migration made (same inode) or none; anything else there would become the VM's TPM."""
+    path = parts.tpm_state_dir(rec["uuid"])
+    if not os.path.lexists(path):
+        return
+    if not any(e.get("path") == path and made_here(e, rec["uuid"]) for e in rec.get("made_dirs") or []):
+        raise ValidationError("%s is on this host and is not the directory this migration made for the VM's TPM "
+                              "state; it would become this VM's [rule P4, %s]" % (path, _policy.SECURITY_DOC),
+                              domain=name, host=host, hint="nothing was defined; find out who made it")
 
 
 def remove_markers(rec):
@@ -195,6 +225,7 @@ def _finish(params, check_mode, rec, name, mid, host, defined):
             # same one is not reviewed again: that would only add to the VM's downtime.)
             check_domain_here(c.conn, params, xml, name, host)
         check_images(xml, owned, name, host)
+        _check_tpm_state(rec, name, host)
         root = root_disk(model_from_xml(xml))
         new_root = rec["new_flavor"]["root_gb"] * GIB
         result = {"changed": True, "diff": diff}

@@ -48,6 +48,9 @@ PARTS = (
     Part("snapshots", "libvirt snapshots", "refused, named (their records are not carried yet)",
          "`parts.uncarried`, migrate"),
     Part("managed-save", "managed-save image", "refused", "`parts.uncarried`, migrate"),
+    Part("checkpoints", "libvirt checkpoints (incremental backup)",
+         "refused, named (their records are not carried; the bitmaps in a qcow2 would be orphans)",
+         "`parts.uncarried`, migrate"),
     Part("block", "block device disks",
          "never copied, never backed up as a file: refused (D4), or with `host_block_device` kept as a device "
          "the destination must have", "`copy_disks`, `_policy`"),
@@ -165,6 +168,10 @@ def uncarried(instance):
     if instance.get("managed_save"):
         out.append("a managed-save image: start the VM (it resumes from it) or discard it (virsh "
                    "managedsave-remove) first")
+    if instance.get("checkpoints"):
+        out.append("libvirt checkpoint(s) %s: their records cannot be carried to another host; delete them "
+                   "(virsh checkpoint-delete --metadata, or with their bitmaps) or resize on the same host"
+                   % ", ".join(instance["checkpoints"]))
     if instance.get("tpm_extra"):
         out.append("vTPM files beside its state file (%s): a move carries the state file only; start and shut "
                    "down the VM to let swtpm fold them in, or remove them if they are stale"

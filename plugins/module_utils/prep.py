@@ -10,6 +10,7 @@ import hashlib
 import inspect
 import json
 import os
+import shutil
 import stat
 
 from . import _policy, parts, storage
@@ -18,7 +19,7 @@ from . import record as record_mod
 from . import state as state_mod
 from ._transfer import keys, local, markers, receiver
 from .connection import Connection, hostname
-from .domain import check_domain_name, model_from_xml, moved_files
+from .domain import check_domain_name, model_from_xml, moved_files, parse_xml
 from .errors import ValidationError
 from .facts import gather
 from .faults import checkpoint
@@ -26,8 +27,9 @@ from .flavor import GIB, capacity_reasons, normalize_flavor
 
 # How long the one-off key outlives the copy timeout (sshd refuses it by itself afterwards).
 KEY_MARGIN_SECONDS = 900
-# R2: the largest vTPM state file accepted (swtpm's are a few KiB; libtpms caps NV memory far below).
-STATE_FILE_MAX = 1 << 20
+# R2/P5: the largest state file accepted per kind: a vTPM's (swtpm's are a few KiB; libtpms caps its
+# NV memory far below) and a UEFI variable store (x86 ones are 128 KiB-4 MiB, ARM's 64 MiB).
+STATE_FILE_MAX = {"tpm": 1 << 20, "nvram": 64 << 20}
 
 
 def _check_disks(disks, name, host, made=()):
@@ -106,6 +108,10 @@ def _check_domain(params, name, host, check_mode):
             if problem:
                 raise ValidationError("disk %s %s; refused [rule R3, %s]"
                                       % (disk["path"], problem, _policy.SECURITY_DOC), domain=name, host=host)
+    if parse_xml(params["domain_xml"]).find("./devices/tpm/backend[@type='emulator']") is not None \
+            and shutil.which("swtpm") is None:
+        raise ValidationError("the VM has an emulated TPM and this host has no swtpm to run it", domain=name,
+                              host=host, hint="install swtpm (Debian: apt install swtpm swtpm-tools) here")
     # A vTPM's state is kept by UUID: state left here for this UUID would become this VM's.
     swtpm = os.path.join("/var/lib/libvirt/swtpm", params["uuid"])
     if os.path.lexists(swtpm):
@@ -130,9 +136,11 @@ def _state_dirs(params, name, host):
     own = {d["path"]: d for d in moved_files(model_from_xml(params["domain_xml"]), every=True)}
     dirs = []
     for disk in params["disks"]:
-        if own[disk["path"]]["device"] == "tpm" and int(disk.get("virtual_size") or 0) > STATE_FILE_MAX:
-            raise ValidationError("vTPM state %s is %s bytes, more than the %d a TPM's state takes [rule R2, %s]"
-                                  % (disk["path"], disk.get("virtual_size"), STATE_FILE_MAX, _policy.SECURITY_DOC),
+        device = own[disk["path"]]["device"]
+        if int(disk.get("virtual_size") or 0) > STATE_FILE_MAX.get(device, float("inf")):
+            raise ValidationError("%s %s is %s bytes, more than the %d such a file takes [rule R2, %s]"
+                                  % ("vTPM state" if device == "tpm" else "UEFI NVRAM store", disk["path"],
+                                     disk.get("virtual_size"), STATE_FILE_MAX[device], _policy.SECURITY_DOC),
                                   domain=name, host=host)
         for path in parts.made_dirs(own[disk["path"]], params["uuid"]):
             if os.path.lexists(path):
@@ -152,6 +160,8 @@ def max_stream_size(disk):
     """R2: the largest file the receiver accepts for a disk: its virtual size, plus room for a
     qcow2's metadata growing while the VM still runs."""
     virtual = int(disk.get("virtual_size") or 0)
+    if disk.get("device") == "tpm":
+        return STATE_FILE_MAX["tpm"]  # swtpm's state may grow while the VM still runs
     if disk.get("format") == "raw":
         return virtual
     return virtual + virtual // 64 + (256 << 20)
@@ -200,7 +210,9 @@ def prep(params, check_mode):
                                       hint="the VM is already there: finish, confirm or revert the earlier "
                                            "resize, or choose another destination")
         for rec in state_mod.records(params["state_dir"]):
-            if rec.get("instance") == name and record_mod.is_open(rec):
+            # By name and by UUID: a second VM with this UUID (from another host) would share the
+            # state libvirt keeps by UUID (vTPM) with this one.
+            if (rec.get("instance") == name or rec.get("uuid") == params["uuid"]) and record_mod.is_open(rec):
                 raise ValidationError("migration %s of this VM is still open here (status %s)"
                                       % (rec["id"], rec["status"]), domain=name, host=host,
                                       hint="confirm or revert it first")
@@ -243,7 +255,9 @@ def prep(params, check_mode):
         if same_host:
             rec["same_host"] = True
         else:
-            rec["made_dirs"] = made  # named before they are made: revert finds even half of them
+            # Named before they are made (revert finds even half of them), with their inode once made:
+            # revert removes one only if it is still that directory (or empty).
+            rec["made_dirs"] = [{"path": p} for p in made]
         rec["disks"] = [dict({"path": p}, **({"present": True} if p in present else {})) for p in paths]
         result = {"changed": True, "migration_id": rec["id"], "migration": rec, "claim": rec["claim"],
                   "present": present,
@@ -258,14 +272,24 @@ def prep(params, check_mode):
             return result
         mdir = state_mod.migration_dir(params["state_dir"], rec["id"])
         # Sizes as declared, formats as this host reads them in the definition it reviewed.
-        kinds = {d["path"]: d["format"] for d in moved_files(model_from_xml(params["domain_xml"]), every=True)}
-        for path in made:
+        kinds = {d["path"]: {"format": d["format"], "device": d["device"]}
+                 for d in moved_files(model_from_xml(params["domain_xml"]), every=True)}
+        for i, path in enumerate(made):
             if not os.path.isdir(os.path.dirname(path)):  # libvirt's swtpm root: as libvirt makes it
                 os.makedirs(os.path.dirname(path), mode=0o711)
-            os.mkdir(path, 0o711 if path == made[0] else 0o700)
+            try:
+                os.mkdir(path, 0o711 if i == 0 else 0o700)
+            except FileExistsError:
+                rec["made_dirs"] = rec["made_dirs"][:i]  # not ours: never removed by revert
+                state_mod.write_record(params["state_dir"], rec)
+                raise ValidationError("%s appeared on this host while the resize was prepared; it would become "
+                                      "this VM's [rule P4, %s]" % (path, _policy.SECURITY_DOC), domain=name, host=host)
+            st = os.lstat(path)
+            rec["made_dirs"][i] = {"path": path, "dev": st.st_dev, "ino": st.st_ino}
+            state_mod.write_record(params["state_dir"], rec)
         # The receiver may write only disks that are not here yet, each up to its size (R1, R2).
         state_mod.write_file(params["state_dir"], rec["id"], "allowed.json",
-                             json.dumps({d["path"]: {"max_size": max_stream_size(dict(d, format=kinds[d["path"]]))}
+                             json.dumps({d["path"]: {"max_size": max_stream_size(dict(d, **kinds[d["path"]]))}
                                          for d in disks
                                          if d["path"] not in present}))
         # Every disk path, for the source's check before the power-off (it only reads).

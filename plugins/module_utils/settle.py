@@ -24,7 +24,7 @@ from ._transfer.wire import PART_SUFFIX
 from .connection import Connection, get_record, hostname, inactive_xml, libvirt, libvirt_error, set_record, state_of
 from .domain import check_domain_name, model_from_xml, moved_files
 from .errors import ValidationError
-from .finish import remove_markers
+from .finish import made_here, remove_markers
 
 
 def _move(rec, status, note):
@@ -40,16 +40,24 @@ def _vm_lock(params, vm_uuid, operation, check_mode, name, host):
     return state_mod.vm_lock(params["state_dir"], vm_uuid, operation, params["migration_id"], name, host)
 
 
-def _remove_domain(dom, name):
+# The daemon (not only the bindings) must know VIR_DOMAIN_UNDEFINE_KEEP_TPM: libvirt 8.9.0.
+KEEP_TPM_SINCE = 8009000
+
+
+def _remove_domain(dom, name, keep_tpm=True):
+    """Undefine the domain. The NVRAM store is a file of the migration like a disk (it may sit on
+    shared storage the other host uses): the caller deletes exactly the files the record lists,
+    libvirt none. The vTPM's state too with keep_tpm (where the daemon can keep it; an older one
+    deletes it itself, as it does without keep_tpm)."""
     try:
         if dom.isActive():
             dom.destroy()
-        # The NVRAM store is a file of the migration like a disk (it may sit on shared storage the
-        # other host uses): the caller deletes exactly the files the record lists, libvirt none.
-        # The same for the vTPM's state (KEEP_TPM: libvirt >= 8.9; older ones delete it themselves).
-        keep_tpm = getattr(libvirt, "VIR_DOMAIN_UNDEFINE_KEEP_TPM", 0)
-        dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
-                          | libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM | keep_tpm)
+        flags = libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA \
+            | libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM
+        if keep_tpm and hasattr(libvirt, "VIR_DOMAIN_UNDEFINE_KEEP_TPM") \
+                and dom.connect().getLibVersion() >= KEEP_TPM_SINCE:
+            flags |= libvirt.VIR_DOMAIN_UNDEFINE_KEEP_TPM
+        dom.undefineFlags(flags)
     except libvirt.libvirtError as exc:
         raise libvirt_error(exc, "cannot remove the domain", domain=name)
 
@@ -108,7 +116,9 @@ def _revert_destination(params, check_mode, c, dom, name, mid, host, actions):
         if rec and rec.get("id") == mid:
             actions.append("remove domain %s" % name)
             if not check_mode:
-                _remove_domain(dom, name)
+                # Ours (prep proved no TPM state for this UUID was here, and no other migration of it
+                # is open): libvirt removes whatever TPM state it made for it here.
+                _remove_domain(dom, name, keep_tpm=False)
     files = []
     allowed_path = os.path.join(state_mod.migration_dir(params["state_dir"], mid), "allowed.json")
     allowed = []
@@ -125,11 +135,11 @@ def _revert_destination(params, check_mode, c, dom, name, mid, host, actions):
                 local.safe_unlink(path)
     # Directories prep made for state files (a vTPM's): named in its record before they were made,
     # proven absent before (P4), so all that is in them is this migration's.
-    for path in (srec or {}).get("made_dirs") or []:
-        if srec.get("uuid") and path in parts.may_make(srec["uuid"]) and os.path.lexists(path):
-            actions.append("delete %s/" % path)
+    for entry in (srec or {}).get("made_dirs") or []:
+        if made_here(entry, srec.get("uuid")):
+            actions.append("delete %s/" % entry["path"])
             if not check_mode:
-                shutil.rmtree(path)
+                shutil.rmtree(entry["path"])
     # Disks on shared storage are never deleted here: they are the source's disks (revert_source
     # puts its backup back over them). Only our markers go.
     for path in (srec or {}).get("markers") or []:
@@ -398,10 +408,11 @@ def _confirm_source(params, check_mode, dom, name, mid, host):
         actions.append("delete %s/" % tpm)
     if check_mode:
         return {"changed": True, "actions": actions}
-    _remove_domain(dom, name)
+    # Files first, the domain last: a confirm stopped half-way finds the domain and its record again.
     for path in paths:
         if os.path.exists(path):
             os.unlink(path)
     if tpm and os.path.lexists(tpm):
         shutil.rmtree(tpm)
+    _remove_domain(dom, name)
     return {"changed": True, "actions": actions}

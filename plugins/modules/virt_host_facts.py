@@ -63,6 +63,8 @@ hypervisor:
       C(storage_roots_refused) - pool targets never used as roots (under the deny list).
     - C(migrations) - the migrations this host prepared and still holds (claims), also those with no
       domain here yet; what C(playbooks/recover.yml) cleans.
+    - C(swtpm) - whether swtpm is installed (libvirt needs it to run a VM's emulated TPM; the
+      scheduler rejects a host without it for such a VM).
   returned: always
   type: dict
   sample:
@@ -86,12 +88,18 @@ hypervisor:
     migrations: [{id: 0b6f..., instance: web01, uuid: 6f1c..., status: pre-migrating, source: hv1, dest: hv2}]
     bridges: [vmbr0]
     networks: []
+    swtpm: true
     domains:
       - {name: web01, uuid: 6f1c..., state: running, vcpus: 1, memory_mb: 128, migration: null}
 instance:
   description:
     - Model of O(instance) when it is defined on this host, else null.
     - C(busy) - the operation that holds the VM on this host right now (one operation per VM), or null.
+    - C(moved_files) - every file a move to another host copies and verifies - its disks and its
+      state files (UEFI NVRAM store, vTPM state), as docs/architecture.md's table "What a move
+      carries" says - with C(device) C(disk), C(nvram) or C(tpm).
+    - C(snapshots), C(checkpoints), C(managed_save), C(tpm_extra) - what a move to another host cannot
+      carry yet; the resize is refused up front, naming it.
   returned: when O(instance) is given
   type: dict
   sample:
@@ -103,6 +111,14 @@ instance:
     root_disk: {path: /var/lib/libvirt/images/web01.qcow2, format: qcow2, virtual_size: 1073741824, allocation: 2490368}
     disks: []
     copy_disks: [{path: /var/lib/libvirt/images/web01.qcow2, format: qcow2, allocation: 2490368}]
+    moved_files:
+      - {device: disk, path: /var/lib/libvirt/images/web01.qcow2, format: qcow2, allocation: 2490368}
+      - {device: tpm, path: /var/lib/libvirt/swtpm/6f1c3a4e-8d2b-4b7e-9a51-0c2d3e4f5a6b/tpm2/tpm2-00.permall,
+         format: raw, allocation: 8192, virtual_size: 6101, optional: true}
+    snapshots: []
+    checkpoints: []
+    managed_save: false
+    tpm_extra: []
     interfaces: [{type: bridge, mac: "52:54:00:12:34:56", source: {bridge: vmbr0}}]
     model: {}
     xml: "<domain type='qemu'>...</domain>"

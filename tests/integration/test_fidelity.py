@@ -129,6 +129,25 @@ def test_vtpm_state_travels_byte_for_byte_and_is_kept_until_confirm(bed, guest):
     assert exists(bed, "hv3", TPM2_STATE % uuid)
 
 
+def test_a_tpm_never_started_travels_as_none_and_revert_leaves_none_behind(bed, guest):
+    vm = guest("it-tpmnew", start=False, vcpus=1, memory_mb=128, disk_gb=1)
+    redefine(bed, vm, lambda root: root.find("devices").append(ET.fromstring(
+        "<tpm model='tpm-crb'><backend type='emulator' version='2.0'/></tpm>")))
+    uuid = sh(bed, "hv1", "virsh -q -c qemu:///system domuuid %s" % vm).strip()
+    proc = playbook(bed, "resize.yml", check=True, instance=vm, flavor="m1.small", target_host="hv2")
+    assert "carries: 1 disk(s)" in said(proc) and "TPM state" not in said(proc)
+    assert not exists(bed, "hv2", TPM % uuid)
+    # Started on the destination to try it: libvirt makes its TPM there; revert takes it away again.
+    sh(bed, "hv2", "virsh -q -c qemu:///system start %s" % vm)
+    assert exists(bed, "hv2", TPM2_STATE % uuid)
+    playbook(bed, "revert.yml", check=True, instance=vm)
+    assert not exists(bed, "hv2", TPM % uuid) and not exists(bed, "hv1", TPM % uuid)
+    nothing_left_on(bed, "hv2", vm)
+    playbook(bed, "resize.yml", check=True, instance=vm, flavor="m1.small", target_host="hv2")
+    playbook(bed, "confirm.yml", check=True, instance=vm)
+    assert where(bed, vm) == {"hv2": "shut off"}
+
+
 def test_a_tpm_whose_state_cannot_travel_whole_is_refused_naming_it(bed, guest):
     vm = guest("it-tpmx", start=False, vcpus=1, memory_mb=128, disk_gb=1)
     redefine(bed, vm, lambda root: root.find("devices").append(ET.fromstring(
@@ -268,3 +287,37 @@ def test_a_managed_save_image_is_refused_up_front(bed, guest):
     assert proc.returncode != 0 and "a managed-save image" in said(proc)
     untouched(bed, vm)
     sh(bed, "hv1", "virsh -q -c qemu:///system managedsave-remove %s" % vm)
+
+
+def test_numa_cells_are_split_evenly_or_the_resize_is_refused(bed, guest):
+    vm = guest("it-numa", start=False, vcpus=2, memory_mb=128, disk_gb=1)
+
+    def two_cells(root):
+        cpu = root.find("cpu")
+        if cpu is None:
+            cpu = ET.SubElement(root, "cpu", mode="custom", match="exact")
+            ET.SubElement(cpu, "model", fallback="allow").text = "qemu64"
+        numa = ET.SubElement(cpu, "numa")
+        for i in range(2):
+            ET.SubElement(numa, "cell", id=str(i), cpus=str(i), memory=str(64 * 1024), unit="KiB")
+    redefine(bed, vm, two_cells)
+    proc = playbook(bed, "resize.yml", instance=vm, flavor="m1.medium", target_host="hv2")  # 3 vCPUs
+    assert proc.returncode != 0 and "do not split evenly over the VM's 2 NUMA cells" in said(proc)
+    untouched(bed, vm)
+    sh(bed, "hv1", "virsh -q -c qemu:///system start %s" % vm)
+    proc = playbook(bed, "resize.yml", check=True, instance=vm, flavor="m1.small", target_host="hv2")
+    assert "2 cells of 1 vCPUs and 128 MiB each" in said(proc)
+    cells = dumpxml(bed, "hv2", vm).findall("cpu/numa/cell")
+    assert [(c.get("cpus"), int(c.get("memory")), c.get("unit")) for c in cells] == \
+        [("0", 128 * 1024, "KiB"), ("1", 128 * 1024, "KiB")]
+    assert report(bed, vm, "hv2")["nproc"] == "2"
+    playbook(bed, "confirm.yml", check=True, instance=vm)
+
+
+def test_checkpoints_are_refused_up_front_naming_them(bed, guest):
+    vm = guest("it-ckpt", start=False, vcpus=1, memory_mb=128, disk_gb=1)
+    sh(bed, "hv1", "virsh -q -c qemu:///system checkpoint-create-as %s nightly" % vm)
+    proc = playbook(bed, "resize.yml", instance=vm, flavor="m1.small", target_host="hv2")
+    assert proc.returncode != 0 and "libvirt checkpoint(s) nightly" in said(proc)
+    untouched(bed, vm)
+    sh(bed, "hv1", "virsh -q -c qemu:///system checkpoint-delete %s nightly" % vm)

@@ -275,3 +275,24 @@ def test_recovery_of_a_same_host_resize_reverts_in_place_and_a_claim_speaks_only
     res["hv3"]["hypervisor"]["migrations"] = [
         {"id": "m-9", "instance": "web01", "status": "pre-migrating", "source": "hv1", "dest": "hv2"}]
     assert F["resize_recovery"](res, "web01")["id"] is None
+
+
+def test_schedule_rejects_a_host_without_swtpm_for_a_vm_with_an_emulated_tpm():
+    xml = """<domain type='qemu'><name>web01</name><uuid>6f1c3a4e-8d2b-4b7e-9a51-0c2d3e4f5a6b</uuid>
+      <memory unit='MiB'>128</memory><vcpu>1</vcpu><os><type arch='x86_64' machine='pc'>hvm</type></os>
+      <devices><emulator>/usr/bin/qemu-system-x86_64</emulator>
+      <disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
+      <source file='/var/lib/libvirt/images/web01.qcow2'/><target dev='vda' bus='virtio'/></disk>
+      <tpm model='tpm-crb'><backend type='emulator' version='2.0'/></tpm></devices></domain>"""
+    inst = dict(INSTANCE, xml=xml)
+    roots = {"storage_roots": ["/var/lib/libvirt/images"]}
+    res = {"hv1": {"hypervisor": hv(**roots), "instance": inst},
+           "hv2": {"hypervisor": hv(swtpm=False, **roots), "instance": None},
+           "hv3": {"hypervisor": hv(swtpm=True, alloc_mem=1000, **roots), "instance": None}}
+    out = F["resize_schedule"](res, "hv1", inst, FLAVOR)
+    assert out["host"] == "hv3"
+    assert out["rejected"]["hv2"] == ["no swtpm for the VM's emulated TPM (install swtpm there)"]
+    # Without a TPM, swtpm does not matter.
+    res["hv1"]["instance"] = plain = dict(inst, xml=xml.replace(
+        "<tpm model='tpm-crb'><backend type='emulator' version='2.0'/></tpm>", ""))
+    assert F["resize_schedule"](res, "hv1", plain, FLAVOR)["ranked"] == ["hv2", "hv3"]

@@ -76,7 +76,8 @@ def test_the_plan_names_what_travels_and_what_is_refused():
     inst = {"moved_files": [{"device": "disk"}, {"device": "disk"}, {"device": "nvram"}, {"device": "tpm"}],
             "autostart": True}
     assert parts.carried(inst) == ["2 disk(s)", "UEFI NVRAM", "TPM state", "autostart"]
-    got = parts.uncarried({"snapshots": ["s1", "s2"], "managed_save": True,
+    got = parts.uncarried({"snapshots": ["s1", "s2"], "managed_save": True, "checkpoints": ["c1"],
                            "tpm_extra": ["/var/lib/libvirt/swtpm/%s/tpm2/tpm2-00.volatilestate" % UUID]})
-    assert len(got) == 3 and "s1, s2" in got[0] and "managed-save" in got[1] and "volatilestate" in got[2]
+    assert len(got) == 4 and "s1, s2" in got[0] and "managed-save" in got[1] and "checkpoint(s) c1" in got[2]
+    assert "volatilestate" in got[3]
     assert parts.uncarried({"snapshots": [], "managed_save": False}) == []
