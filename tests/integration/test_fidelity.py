@@ -315,9 +315,9 @@ def test_numa_cells_are_split_evenly_or_the_resize_is_refused(bed, guest):
 
 
 def test_checkpoints_are_refused_up_front_naming_them(bed, guest):
-    vm = guest("it-ckpt", start=False, vcpus=1, memory_mb=128, disk_gb=1)
+    vm = guest("it-ckpt", vcpus=1, memory_mb=128, disk_gb=1)  # libvirt 9.0 checkpoints running domains only
     sh(bed, "hv1", "virsh -q -c qemu:///system checkpoint-create-as %s nightly" % vm)
     proc = playbook(bed, "resize.yml", instance=vm, flavor="m1.small", target_host="hv2")
     assert proc.returncode != 0 and "libvirt checkpoint(s) nightly" in said(proc)
-    untouched(bed, vm)
+    untouched(bed, vm, power="running")
     sh(bed, "hv1", "virsh -q -c qemu:///system checkpoint-delete %s nightly" % vm)
