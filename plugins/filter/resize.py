@@ -385,6 +385,11 @@ def resize_plan_filter(instance, flavor, cpu_topology="scale"):
     `carries`: what of the VM's state travels with it (parts.carried)."""
     plan = resize_plan(instance, flavor)
     plan["carries"] = parts.carried(instance)
+    if instance.get("firmware_pinned"):
+        os_el = parse_xml(instance["xml"]).find("os")
+        plan["warnings"] = plan["warnings"] + [
+            "<os firmware>: the firmware libvirt chose on the source (%s, NVRAM %s) is pinned in the new definition"
+            % ((os_el.findtext("loader") or "").strip(), (os_el.findtext("nvram") or "").strip())]
     if instance.get("xml"):
         domain = resized_model(instance["xml"], flavor["vcpus"], flavor["memory_mb"], cpu_topology)
         plan["domain"] = domain

@@ -261,10 +261,6 @@ def _os_and_sysinfo(root, rv):
         for el in os_el.findall("smbios"):
             if el.get("mode") == "host":
                 rv.refuse("D1", "<os><smbios mode='host'> shows the guest the host's SMBIOS (serial numbers)")
-        if os_el.get("firmware") and not (os_el.findtext("nvram") or "").strip():
-            rv.refuse("P3", "<os firmware='%s'> leaves libvirt to choose the firmware and its NVRAM store on "
-                            "each host; name the <loader> and <nvram> in the definition (as the source uses them) "
-                            "first" % os_el.get("firmware"))
         for el in os_el.findall("nvram"):
             rv.path("nvram", (el.text or "").strip(), el, what="<os><nvram>")
             if el.get("template"):

@@ -179,6 +179,37 @@ def model_from_xml(xml):
     }
 
 
+NVRAM_DIR = "/var/lib/libvirt/qemu/nvram"
+
+
+def default_nvram(name):
+    """Where libvirt makes the UEFI variable store of a domain whose firmware it chooses itself."""
+    return "%s/%s_VARS.fd" % (NVRAM_DIR, check_domain_name(name))
+
+
+def pin_firmware(inactive, live):
+    """The definition with the firmware libvirt chose for it (`<os firmware=...>`, no `<nvram>`)
+    written out as the running domain shows it: its `<loader>` and `<nvram>`, the `firmware`
+    attribute and `<firmware>` features dropped. So the VM keeps that very firmware and variable
+    store on another host, which might otherwise choose differently. Returns (xml, pinned)."""
+    root = parse_xml(inactive)
+    os_el = root.find("os")
+    if os_el is None or not os_el.get("firmware") or os_el.find("nvram") is not None or live is None:
+        return inactive, False
+    live_os = parse_xml(live).find("os")
+    loader = live_os.find("loader") if live_os is not None else None
+    nvram = live_os.find("nvram") if live_os is not None else None
+    if loader is None or nvram is None or not (nvram.text or "").strip():
+        return inactive, False
+    del os_el.attrib["firmware"]
+    for el in os_el.findall("firmware") + os_el.findall("loader"):
+        os_el.remove(el)
+    at = list(os_el).index(os_el.find("type")) + 1 if os_el.find("type") is not None else 0
+    for i, el in enumerate((loader, nvram)):
+        os_el.insert(at + i, etree.fromstring(etree.tostring(el, with_tail=False)))
+    return etree.tostring(root, encoding="unicode"), True
+
+
 def copy_disks(model_or_disks):
     """The disks a resize moves (and backs up): writable image files, of device type disk.
 

@@ -11,7 +11,17 @@ import shutil
 from . import _policy, storage
 from . import state as state_mod
 from .connection import Connection, get_record, hostname, inactive_xml, libvirt, state_of
-from .domain import check_domain_name, copy_disks, model_from_xml, moved_files, parse_xml, role_disk, root_disk
+from .domain import (
+    check_domain_name,
+    copy_disks,
+    default_nvram,
+    model_from_xml,
+    moved_files,
+    parse_xml,
+    pin_firmware,
+    role_disk,
+    root_disk,
+)
 from .errors import ResizeError
 from .parts import STATE_FILE_DEVICES, TPM_IGNORED
 
@@ -60,7 +70,10 @@ def other_domains_paths(conn, vm_uuid):
 def describe_instance(dom, state_dir=None):
     """Model, state, disks (with sizes) and record of one domain, and the operation holding it on
     this host now (busy), if any."""
-    xml = inactive_xml(dom)
+    defined = inactive_xml(dom)
+    # A firmware libvirt chooses (<os firmware=...>) is known while the VM runs: written into the
+    # definition a move renders, with its NVRAM store, which then travels (parts: "firmware").
+    xml, pinned = pin_firmware(defined, dom.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE) if dom.isActive() else None)
     model = model_from_xml(xml)
     disks = []
     for disk in model["disks"]:
@@ -86,6 +99,9 @@ def describe_instance(dom, state_dir=None):
         "boot_files": model["boot_files"],
         "model": model,
         "xml": xml,
+        "defined_xml": defined,
+        "firmware_pinned": pinned,
+        "firmware_nvram_unknown": _unknown_nvram(model, xml),
         "migration": get_record(dom),
         "autostart": bool(dom.autostart()),
         "snapshots": sorted(dom.snapshotListNames()),
@@ -94,6 +110,16 @@ def describe_instance(dom, state_dir=None):
         "busy": state_mod.vm_busy(state_dir, model["uuid"]) if state_dir else None,
         "tpm_extra": _tpm_extra(disks),
     }
+
+
+def _unknown_nvram(model, xml):
+    """The UEFI variable store of a shut-off VM whose firmware libvirt chooses, if it has one: which
+    firmware made it is known only while the VM runs (refused: parts.uncarried)."""
+    os_el = parse_xml(xml).find("os")
+    if os_el is None or not os_el.get("firmware") or os_el.find("nvram") is not None:
+        return None
+    path = default_nvram(model["name"])
+    return path if os.path.lexists(path) else None
 
 
 def _checkpoints(dom):

@@ -28,7 +28,11 @@ PARTS = (
          "copied and verified like a disk, kept on the source until confirm, removed from the destination by "
          "revert; the `<loader>` must exist there (P2)", "`parts.state_files`"),
     Part("firmware", "firmware chosen by libvirt (`<os firmware=...>` without `<nvram>`)",
-         "refused: name the loader and NVRAM first (P3)", "`_policy`"),
+         "pinned: a running VM's `<loader>` and `<nvram>` (as libvirt chose them on the source) written into "
+         "the new definition, with a warning, and its NVRAM store carried; a shut-off VM that has a store "
+         "(`/var/lib/libvirt/qemu/nvram/<name>_VARS.fd`) refused (which firmware made it is known only while it "
+         "runs), one that never ran kept as it is (the destination must not hold a store by that name: P4)",
+         "`pin_firmware`, `parts.uncarried`, prep"),
     Part("tpm", "emulated TPM state (swtpm, `<tpm><backend type='emulator'>`)",
          "its state file (`/var/lib/libvirt/swtpm/<uuid>/tpm2/tpm2-00.permall`, `tpm1.2/tpm-00.permall`) copied "
          "and verified like a disk into a directory prep makes (never one that exists), kept on the source until "
@@ -168,6 +172,10 @@ def uncarried(instance):
     if instance.get("managed_save"):
         out.append("a managed-save image: start the VM (it resumes from it) or discard it (virsh "
                    "managedsave-remove) first")
+    if instance.get("firmware_nvram_unknown"):
+        out.append("a UEFI variable store %s made by the firmware libvirt chooses for it (<os firmware>), which "
+                   "is known only while the VM runs: resize it while it runs, or name its <loader> and <nvram> "
+                   "in its definition" % instance["firmware_nvram_unknown"])
     if instance.get("checkpoints"):
         out.append("libvirt checkpoint(s) %s: their records cannot be carried to another host; delete them "
                    "(virsh checkpoint-delete --metadata, or with their bitmaps) or resize on the same host"

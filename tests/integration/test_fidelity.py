@@ -88,6 +88,41 @@ def test_uefi_nvram_travels_byte_for_byte_and_is_kept_until_confirm(bed, guest):
     sh(bed, "hv3", "rm -f %s" % (NVRAM % vm))
 
 
+def test_a_firmware_libvirt_chose_is_pinned_and_its_store_travels(bed, guest):
+    vm = guest("it-fwauto", start=False, vcpus=1, memory_mb=128, disk_gb=1)
+    redefine(bed, vm, lambda root: root.find("os").set("firmware", "efi"))
+    # Never started: no store yet, nothing to carry; a store planted on the destination under the
+    # name libvirt would give it is never taken for the VM's (P4).
+    sh(bed, "hv2", "mkdir -p /var/lib/libvirt/qemu/nvram && echo planted > %s" % (NVRAM % vm))
+    proc = playbook(bed, "resize.yml", instance=vm, flavor="m1.small", target_host="hv2")
+    assert proc.returncode != 0 and "[rule P4," in said(proc) and NVRAM % vm in said(proc)
+    untouched(bed, vm)
+    sh(bed, "hv2", "rm -f %s" % (NVRAM % vm))
+    # Started once (libvirt chooses OVMF and makes the store), then shut off: which firmware made the
+    # store is known only while the VM runs, so the move is refused, naming the store.
+    sh(bed, "hv1", "virsh -q -c qemu:///system start %s && virsh -q -c qemu:///system destroy %s" % (vm, vm))
+    proc = playbook(bed, "resize.yml", instance=vm, flavor="m1.small", target_host="hv2")
+    assert proc.returncode != 0 and "a UEFI variable store %s" % (NVRAM % vm) in said(proc)
+    untouched(bed, vm)
+    # Running: the loader and store libvirt chose are written into the new definition, the store
+    # travels byte for byte (as of the power-off), and the source keeps its own definition as it was.
+    # (OVMF does not boot the tiny guest under TCG here: the domain runs, the guest never gets READY.)
+    sh(bed, "hv1", "virsh -q -c qemu:///system start %s" % vm)
+    live = ET.fromstring(sh(bed, "hv1", "virsh -c qemu:///system dumpxml %s" % vm))
+    loader = live.findtext("os/loader").strip()
+    proc = playbook(bed, "resize.yml", check=True, instance=vm, flavor="m1.small", target_host="hv2",
+                    resize_shutdown_timeout=2, resize_shutdown_retry_interval=1)
+    assert "is pinned in the new definition" in said(proc) and "carries: 1 disk(s), UEFI NVRAM" in said(proc)
+    os_el = dumpxml(bed, "hv2", vm).find("os")
+    assert os_el.get("firmware") is None and os_el.findtext("loader").strip() == loader
+    assert os_el.findtext("nvram").strip() == NVRAM % vm
+    assert sha256(bed, "hv2", NVRAM % vm) == sha256(bed, "hv1", NVRAM % vm)
+    assert dumpxml(bed, "hv1", vm).find("os").get("firmware") == "efi"
+    playbook(bed, "revert.yml", check=True, instance=vm)
+    assert dumpxml(bed, "hv1", vm).find("os").get("firmware") == "efi" and not exists(bed, "hv2", NVRAM % vm)
+    sh(bed, "hv1", "virsh -q -c qemu:///system destroy %s" % vm)
+
+
 TPM = "/var/lib/libvirt/swtpm/%s"
 TPM2_STATE = TPM + "/tpm2/tpm2-00.permall"
 

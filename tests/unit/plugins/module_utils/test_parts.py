@@ -81,3 +81,36 @@ def test_the_plan_names_what_travels_and_what_is_refused():
     assert len(got) == 4 and "s1, s2" in got[0] and "managed-save" in got[1] and "checkpoint(s) c1" in got[2]
     assert "volatilestate" in got[3]
     assert parts.uncarried({"snapshots": [], "managed_save": False}) == []
+
+
+AUTO = """<domain type='qemu'><name>vm</name><uuid>%s</uuid><memory unit='MiB'>128</memory><vcpu>1</vcpu>
+<os firmware='efi'><type arch='x86_64' machine='q35'>hvm</type><firmware><feature enabled='no' name='secure-boot'/>
+</firmware><kernel>/var/lib/libvirt/boot/k</kernel></os><devices/></domain>""" % UUID
+LIVE = """<domain type='qemu' id='3'><name>vm</name><uuid>%s</uuid><memory unit='MiB'>128</memory><vcpu>1</vcpu>
+<os><type arch='x86_64' machine='pc-q35-7.2'>hvm</type>
+<loader readonly='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE_4M.fd</loader>
+<nvram template='/usr/share/OVMF/OVMF_VARS_4M.fd'>/var/lib/libvirt/qemu/nvram/vm_VARS.fd</nvram>
+<kernel>/var/lib/libvirt/boot/k</kernel></os><devices/></domain>""" % UUID
+
+
+def test_a_firmware_libvirt_chose_is_pinned_from_the_running_domain():
+    from ansible_collections.hypervisor.resize.plugins.module_utils.domain import parse_xml, pin_firmware
+    xml, pinned = pin_firmware(AUTO, LIVE)
+    assert pinned
+    os_el = parse_xml(xml).find("os")
+    assert os_el.get("firmware") is None and os_el.find("firmware") is None
+    assert [c.tag for c in os_el] == ["type", "loader", "nvram", "kernel"]
+    assert os_el.find("loader").attrib == {"readonly": "yes", "type": "pflash"}
+    assert os_el.findtext("nvram") == "/var/lib/libvirt/qemu/nvram/vm_VARS.fd"
+    assert os_el.find("nvram").get("template") == "/usr/share/OVMF/OVMF_VARS_4M.fd"
+    assert os_el.find("type").get("machine") == "q35", "only the firmware is taken from the running domain"
+    # The store then travels like any NVRAM store.
+    assert [d["device"] for d in moved_files(model_from_xml(xml)["disks"])] == ["nvram"]
+    # Nothing to pin: shut off (no live XML), or the definition names its firmware already.
+    assert pin_firmware(AUTO, None) == (AUTO, False)
+    assert pin_firmware(_xml(), LIVE) == (_xml(), False)
+
+
+def test_a_shut_off_vm_whose_firmware_made_a_store_is_refused_naming_it():
+    got = parts.uncarried({"firmware_nvram_unknown": "/var/lib/libvirt/qemu/nvram/vm_VARS.fd"})
+    assert len(got) == 1 and "/var/lib/libvirt/qemu/nvram/vm_VARS.fd" in got[0] and "while the VM runs" in got[0]
