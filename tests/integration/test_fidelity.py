@@ -356,3 +356,34 @@ def test_checkpoints_are_refused_up_front_naming_them(bed, guest):
     assert proc.returncode != 0 and "libvirt checkpoint(s) nightly" in said(proc)
     untouched(bed, vm, power="running")
     sh(bed, "hv1", "virsh -q -c qemu:///system checkpoint-delete %s nightly" % vm)
+
+
+def test_hotplug_settings_are_dropped_with_a_warning_and_all_vcpus_run(bed, guest):
+    vm = guest("it-vcur", start=False, vcpus=2, memory_mb=128, disk_gb=1)
+    redefine(bed, vm, lambda root: root.find("vcpu").set("current", "1"))
+    sh(bed, "hv1", "virsh -q -c qemu:///system start %s" % vm)
+    assert report(bed, vm, "hv1")["nproc"] == "1"
+    proc = playbook(bed, "resize.yml", check=True, instance=vm, flavor="m1.small", target_host="hv2")
+    assert "<vcpu current='1'> dropped: all the flavor's vCPUs will be online at boot" in said(proc)
+    vcpu = dumpxml(bed, "hv2", vm).find("vcpu")
+    assert vcpu.get("current") is None and vcpu.text == "2"
+    assert report(bed, vm, "hv2")["nproc"] == "2"
+    playbook(bed, "revert.yml", check=True, instance=vm)
+    assert dumpxml(bed, "hv1", vm).find("vcpu").get("current") == "1", "revert gives back the definition as it was"
+
+
+def test_a_network_disk_is_never_copied_and_needs_the_opt_in(bed, guest):
+    vm = guest("it-netdisk", start=False, vcpus=1, memory_mb=128, disk_gb=1)
+    redefine(bed, vm, lambda root: root.find("devices").append(ET.fromstring(
+        "<disk type='network' device='disk'><driver name='qemu' type='raw'/>"
+        "<source protocol='nbd' name='data'><host name='198.51.100.1' port='10809'/></source>"
+        "<target dev='vdb' bus='virtio'/></disk>")))
+    proc = playbook(bed, "resize.yml", instance=vm, flavor="m1.small", target_host="hv2")
+    assert proc.returncode != 0 and "[rule D9," in said(proc) and "host_network" in said(proc)
+    untouched(bed, vm)
+    proc = playbook(bed, "resize.yml", check=True, instance=vm, flavor="m1.small", target_host="hv2",
+                    resize_allow_host_access=["host_network"])
+    assert "carries: 1 disk(s)" in said(proc)
+    disks = dumpxml(bed, "hv2", vm).findall("devices/disk")
+    assert [(d.get("type"), d.find("source").get("protocol")) for d in disks][1] == ("network", "nbd")
+    playbook(bed, "confirm.yml", check=True, instance=vm)
