@@ -210,6 +210,17 @@ def pin_firmware(inactive, live):
     return etree.tostring(root, encoding="unicode"), True
 
 
+def own_files(xml):
+    """Paths of every file of the domain `xml` defines: its disks and state files, and the store
+    libvirt keeps for a firmware it chooses (pin_firmware names it only while the VM runs)."""
+    model = model_from_xml(xml)
+    paths = set(d["path"] for d in moved_files(model, every=True))
+    os_el = parse_xml(xml).find("os")
+    if os_el is not None and os_el.get("firmware") and os_el.find("nvram") is None:
+        paths.add(default_nvram(model["name"]))
+    return paths
+
+
 def copy_disks(model_or_disks):
     """The disks a resize moves (and backs up): writable image files, of device type disk.
 

@@ -22,7 +22,7 @@ from . import state as state_mod
 from ._transfer import keys, local
 from ._transfer.wire import PART_SUFFIX
 from .connection import Connection, get_record, hostname, inactive_xml, libvirt, libvirt_error, set_record, state_of
-from .domain import check_domain_name, model_from_xml, moved_files
+from .domain import check_domain_name, own_files
 from .errors import ValidationError
 from .finish import made_here, remove_markers
 
@@ -164,8 +164,7 @@ def revert_in_place(params, check_mode, c, dom, drec):
     name, mid = params["instance"], params["migration_id"]
     disks = (drec or {}).get("disks") or []
     # Only a backup of one of the domain's own disks, beside it, is ever put back.
-    own = set(d["path"] for d in moved_files(model_from_xml(inactive_xml(dom)), every=True)) if dom is not None \
-        else set()
+    own = own_files(inactive_xml(dom)) if dom is not None else set()
     for d in disks:
         if d.get("path") not in own or d.get("backup") not in (None, d["path"] + local.BACKUP_SUFFIX):
             raise ValidationError("the record names %s (backup %s), which is not a disk of %s with its backup beside "

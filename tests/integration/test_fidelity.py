@@ -120,6 +120,15 @@ def test_a_firmware_libvirt_chose_is_pinned_and_its_store_travels(bed, guest):
     assert dumpxml(bed, "hv1", vm).find("os").get("firmware") == "efi"
     playbook(bed, "revert.yml", check=True, instance=vm)
     assert dumpxml(bed, "hv1", vm).find("os").get("firmware") == "efi" and not exists(bed, "hv2", NVRAM % vm)
+    # On the same host: the store is backed up beside itself and put back by revert, with the
+    # definition as it was.
+    playbook(bed, "resize.yml", check=True, instance=vm, flavor="m1.small", target_host="hv1",
+             allow_same_host="true", resize_shutdown_timeout=2, resize_shutdown_retry_interval=1)
+    before = sha256(bed, "hv1", NVRAM % vm + ".hvresize-backup")  # the store as of the power-off
+    sh(bed, "hv1", "dd if=/dev/urandom of=%s bs=4k seek=4 count=2 conv=notrunc status=none" % (NVRAM % vm))
+    playbook(bed, "revert.yml", check=True, instance=vm)
+    assert sha256(bed, "hv1", NVRAM % vm) == before and not exists(bed, "hv1", NVRAM % vm + ".hvresize-backup")
+    assert dumpxml(bed, "hv1", vm).find("os").get("firmware") == "efi"
     sh(bed, "hv1", "virsh -q -c qemu:///system destroy %s" % vm)
 
 

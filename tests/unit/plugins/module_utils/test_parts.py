@@ -114,3 +114,11 @@ def test_a_firmware_libvirt_chose_is_pinned_from_the_running_domain():
 def test_a_shut_off_vm_whose_firmware_made_a_store_is_refused_naming_it():
     got = parts.uncarried({"firmware_nvram_unknown": "/var/lib/libvirt/qemu/nvram/vm_VARS.fd"})
     assert len(got) == 1 and "/var/lib/libvirt/qemu/nvram/vm_VARS.fd" in got[0] and "while the VM runs" in got[0]
+
+
+def test_a_domain_owns_the_store_libvirt_keeps_for_a_firmware_it_chooses():
+    from ansible_collections.hypervisor.resize.plugins.module_utils.domain import own_files, pin_firmware
+    assert own_files(AUTO) == {"/var/lib/libvirt/qemu/nvram/vm_VARS.fd"}
+    assert own_files(pin_firmware(AUTO, LIVE)[0]) == {"/var/lib/libvirt/qemu/nvram/vm_VARS.fd"}
+    assert own_files(_xml()) == {"/var/lib/libvirt/images/vm.qcow2", "/var/lib/libvirt/qemu/nvram/vm_VARS.fd",
+                                 "/var/lib/libvirt/swtpm/%s/tpm2/tpm2-00.permall" % UUID}
