@@ -261,10 +261,28 @@ def _os_and_sysinfo(root, rv):
         for el in os_el.findall("smbios"):
             if el.get("mode") == "host":
                 rv.refuse("D1", "<os><smbios mode='host'> shows the guest the host's SMBIOS (serial numbers)")
+        for el in os_el.findall("loader"):
+            if el.get("type") == "pflash" and el.get("readonly") != "yes":
+                rv.refuse("D1", "<os><loader type='pflash'> without readonly='yes': libvirt opens it for writing")
+            if el.get("format") not in (None, "raw"):
+                rv.refuse("P3", "<os><loader format='%s'>: only raw firmware images are checked" % el.get("format"))
         for el in os_el.findall("nvram"):
-            rv.path("nvram", (el.text or "").strip(), el, what="<os><nvram>")
+            path = (el.text or "").strip()
+            if el.get("type") not in (None, "file") or len(el) or not path:
+                # A store on the network (NBD, iSCSI with the host's secrets), or one libvirt names itself.
+                rv.refuse("D9" if el.get("type") == "network" else "P3",
+                          "<os><nvram%s> must name its store as a file path in its text"
+                          % ("".join(" %s='%s'" % kv for kv in sorted(el.attrib.items()) if kv[0] == "type")))
+                for sub in el.iter():
+                    rv.classified.update([(sub, None)] + [(sub, k) for k in sub.attrib])
+                continue
+            rv.path("nvram", path, el, what="<os><nvram>")
             if el.get("template"):
                 rv.path("read", el.get("template"), el, "template", "<os><nvram template>")
+            for attr in ("format", "templateFormat"):
+                if el.get(attr) not in (None, "raw"):
+                    rv.refuse("P3", "<os><nvram %s='%s'>: only raw variable stores are carried and checked"
+                              % (attr, el.get(attr)))
         for el in os_el.iter("table"):
             rv.path("read", (el.text or "").strip(), el, what="<os><acpi><table>")
     for tag in ("bootloader",):
@@ -650,5 +668,23 @@ def owned_elsewhere(paths, others):
 
 
 def domain_paths(root):
-    """The host paths a defined domain uses (for P4), whatever it is allowed."""
-    return review_domain(root, ALLOW_CHOICES, source=True).paths
+    """The host paths a defined domain uses (for P4), whatever it is allowed; with the store libvirt
+    keeps for a firmware it chooses itself (<os firmware>, no store named), which the definition
+    does not show."""
+    paths = review_domain(root, ALLOW_CHOICES, source=True).paths
+    store = default_nvram_of(root)
+    if store:
+        paths.append({"kind": "nvram", "path": store, "what": "the NVRAM store libvirt keeps for <os firmware>"})
+    return paths
+
+
+def default_nvram_of(root):
+    """The store libvirt makes for a domain whose firmware it chooses (<os firmware=...> and no
+    store path), or None."""
+    os_el = root.find("os")
+    name = (root.findtext("name") or "").strip()
+    if os_el is None or not os_el.get("firmware") or any((el.text or "").strip() for el in os_el.findall("nvram")):
+        return None
+    if not name or "/" in name or name in (".", ".."):
+        return None
+    return "%s/%s_VARS.fd" % (NVRAM_ROOTS[0], name)

@@ -187,26 +187,53 @@ def default_nvram(name):
     return "%s/%s_VARS.fd" % (NVRAM_DIR, check_domain_name(name))
 
 
-def pin_firmware(inactive, live):
-    """The definition with the firmware libvirt chose for it (`<os firmware=...>`, no `<nvram>`)
-    written out as the running domain shows it: its `<loader>` and `<nvram>`, the `firmware`
-    attribute and `<firmware>` features dropped. So the VM keeps that very firmware and variable
-    store on another host, which might otherwise choose differently. Returns (xml, pinned)."""
-    root = parse_xml(inactive)
-    os_el = root.find("os")
-    if os_el is None or not os_el.get("firmware") or os_el.find("nvram") is not None or live is None:
-        return inactive, False
-    live_os = parse_xml(live).find("os")
+def _auto_firmware(os_el):
+    """<os firmware=...> with no store path of its own: libvirt chooses the firmware and names the store."""
+    return os_el is not None and bool(os_el.get("firmware")) and not any(
+        (el.text or "").strip() for el in os_el.findall("nvram"))
+
+
+def firmware_pin(live):
+    """What libvirt chose for a running domain's firmware, from its live XML: {"loader": xml,
+    "nvram": xml, "smm": bool} (SMM, which libvirt turns on for Secure Boot), or None."""
+    root = parse_xml(live) if live else None
+    live_os = root.find("os") if root is not None else None
     loader = live_os.find("loader") if live_os is not None else None
     nvram = live_os.find("nvram") if live_os is not None else None
     if loader is None or nvram is None or not (nvram.text or "").strip():
+        return None
+    smm = root.find("features/smm")
+    return {"loader": etree.tostring(loader, encoding="unicode", with_tail=False),
+            "nvram": etree.tostring(nvram, encoding="unicode", with_tail=False),
+            "smm": smm is not None and smm.get("state", "on") == "on"}
+
+
+def pin_firmware(inactive, pin):
+    """The definition with the firmware libvirt chose for it (`<os firmware=...>`, no store path)
+    written out as `pin` (firmware_pin of the running domain) says: its `<loader>` and `<nvram>`,
+    SMM where libvirt turned it on, the `firmware` attribute and `<firmware>` features dropped. So
+    the VM keeps that very firmware and variable store on another host, which might otherwise
+    choose differently. Returns (xml, pinned)."""
+    root = parse_xml(inactive)
+    os_el = root.find("os")
+    if not pin or not _auto_firmware(os_el):
         return inactive, False
     del os_el.attrib["firmware"]
-    for el in os_el.findall("firmware") + os_el.findall("loader"):
+    for el in os_el.findall("firmware") + os_el.findall("loader") + os_el.findall("nvram"):
         os_el.remove(el)
     at = list(os_el).index(os_el.find("type")) + 1 if os_el.find("type") is not None else 0
-    for i, el in enumerate((loader, nvram)):
-        os_el.insert(at + i, etree.fromstring(etree.tostring(el, with_tail=False)))
+    for i, key in enumerate(("loader", "nvram")):
+        el = parse_xml(pin[key], "pinned <%s>" % key)
+        if el.tag != key:
+            raise ValidationError("a pinned <%s> is a <%s>" % (key, el.tag))
+        os_el.insert(at + i, el)
+    if pin.get("smm"):
+        features = root.find("features")
+        if features is None:
+            features = etree.Element("features")
+            root.insert(list(root).index(os_el) + 1, features)
+        if features.find("smm") is None:
+            etree.SubElement(features, "smm", state="on")
     return etree.tostring(root, encoding="unicode"), True
 
 
@@ -215,8 +242,7 @@ def own_files(xml):
     libvirt keeps for a firmware it chooses (pin_firmware names it only while the VM runs)."""
     model = model_from_xml(xml)
     paths = set(d["path"] for d in moved_files(model, every=True))
-    os_el = parse_xml(xml).find("os")
-    if os_el is not None and os_el.get("firmware") and os_el.find("nvram") is None:
+    if _auto_firmware(parse_xml(xml).find("os")):
         paths.add(default_nvram(model["name"]))
     return paths
 

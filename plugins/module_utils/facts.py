@@ -9,12 +9,13 @@ import os
 import shutil
 
 from . import _policy, storage
+from . import record as record_mod
 from . import state as state_mod
 from .connection import Connection, get_record, hostname, inactive_xml, libvirt, state_of
 from .domain import (
     check_domain_name,
     copy_disks,
-    default_nvram,
+    firmware_pin,
     model_from_xml,
     moved_files,
     parse_xml,
@@ -71,9 +72,13 @@ def describe_instance(dom, state_dir=None):
     """Model, state, disks (with sizes) and record of one domain, and the operation holding it on
     this host now (busy), if any."""
     defined = inactive_xml(dom)
-    # A firmware libvirt chooses (<os firmware=...>) is known while the VM runs: written into the
-    # definition a move renders, with its NVRAM store, which then travels (parts: "firmware").
-    xml, pinned = pin_firmware(defined, dom.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE) if dom.isActive() else None)
+    rec = get_record(dom)
+    # A firmware libvirt chooses (<os firmware=...>) is known while the VM runs (or, once the move
+    # powered it off, from this host's own record of it): written into the definition a move
+    # renders, with its NVRAM store, which then travels (parts: "firmware").
+    pin = firmware_pin(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE)) if dom.isActive() else \
+        ((rec or {}).get("firmware_pin") if record_mod.is_open(rec) else None)
+    xml, pinned = pin_firmware(defined, pin)
     model = model_from_xml(xml)
     disks = []
     for disk in model["disks"]:
@@ -101,8 +106,9 @@ def describe_instance(dom, state_dir=None):
         "xml": xml,
         "defined_xml": defined,
         "firmware_pinned": pinned,
+        "firmware_pin": pin if pinned else None,
         "firmware_nvram_unknown": _unknown_nvram(model, xml),
-        "migration": get_record(dom),
+        "migration": rec,
         "autostart": bool(dom.autostart()),
         "snapshots": sorted(dom.snapshotListNames()),
         "checkpoints": _checkpoints(dom),
@@ -115,11 +121,8 @@ def describe_instance(dom, state_dir=None):
 def _unknown_nvram(model, xml):
     """The UEFI variable store of a shut-off VM whose firmware libvirt chooses, if it has one: which
     firmware made it is known only while the VM runs (refused: parts.uncarried)."""
-    os_el = parse_xml(xml).find("os")
-    if os_el is None or not os_el.get("firmware") or os_el.find("nvram") is not None:
-        return None
-    path = default_nvram(model["name"])
-    return path if os.path.lexists(path) else None
+    path = _policy.default_nvram_of(parse_xml(xml))
+    return path if path and os.path.lexists(path) else None
 
 
 def _checkpoints(dom):

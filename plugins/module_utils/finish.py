@@ -116,6 +116,10 @@ def check_domain_here(conn, params, xml, name, host, fs=None):
     root = parse_xml(xml)
     problems, _review = _policy.check_domain(root, roots, params["allow_host_access"], fs=fs or _policy.LocalFS(),
                                              others=other_domains_paths(conn, root.findtext("uuid")))
+    store = _policy.default_nvram_of(root)
+    if store and os.path.lexists(store):
+        problems.append("%s is already on this host; libvirt would take it as this VM's UEFI variable store "
+                        "[rule P4, %s]" % (store, _policy.SECURITY_DOC))
     _policy.refuse(problems, domain=name, host=host)
 
 

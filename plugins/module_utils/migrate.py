@@ -87,6 +87,9 @@ def _power_off_migrate(params, check_mode, dom, name, mid, host):
                                 note="claim made on %s" % params["dest_host"])
     rec["old_power_state"] = old_state
     rec["old_autostart"] = inst["autostart"]
+    if inst.get("firmware_pin") and not same_host:
+        # What libvirt chose for the firmware while the VM ran: a resumed move renders it again.
+        rec["firmware_pin"] = inst["firmware_pin"]
     if same_host:
         # Resize in place: the backup is a verified copy beside each disk, and the original
         # definition travels in the record, so that revert can restore both exactly.

@@ -28,8 +28,9 @@ PARTS = (
          "copied and verified like a disk, kept on the source until confirm, removed from the destination by "
          "revert; the `<loader>` must exist there (P2)", "`parts.state_files`"),
     Part("firmware", "firmware chosen by libvirt (`<os firmware=...>` without `<nvram>`)",
-         "pinned: a running VM's `<loader>` and `<nvram>` (as libvirt chose them on the source) written into "
-         "the new definition, with a warning, and its NVRAM store carried; a shut-off VM that has a store "
+         "pinned: a running VM's `<loader>`, `<nvram>` and SMM (as libvirt chose them on the source, kept in "
+         "the source's record for a resumed move) written into the new definition, with a warning, and its NVRAM "
+         "store carried; a shut-off VM that has a store "
          "(`/var/lib/libvirt/qemu/nvram/<name>_VARS.fd`) refused (which firmware made it is known only while it "
          "runs), one that never ran kept as it is (the destination must not hold a store by that name: P4)",
          "`pin_firmware`, `parts.uncarried`, prep"),

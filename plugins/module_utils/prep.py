@@ -19,7 +19,7 @@ from . import record as record_mod
 from . import state as state_mod
 from ._transfer import keys, local, markers, receiver
 from .connection import Connection, hostname
-from .domain import check_domain_name, default_nvram, model_from_xml, moved_files, parse_xml
+from .domain import check_domain_name, model_from_xml, moved_files, parse_xml
 from .errors import ValidationError
 from .facts import gather
 from .faults import checkpoint
@@ -112,12 +112,6 @@ def _check_domain(params, name, host, check_mode):
             and shutil.which("swtpm") is None:
         raise ValidationError("the VM has an emulated TPM and this host has no swtpm to run it", domain=name,
                               host=host, hint="install swtpm (Debian: apt install swtpm swtpm-tools) here")
-    os_el = parse_xml(params["domain_xml"]).find("os")
-    if os_el is not None and os_el.get("firmware") and os_el.find("nvram") is None \
-            and os.path.lexists(default_nvram(name)):
-        raise ValidationError("%s is already on this host; libvirt would take it as this VM's UEFI variable store "
-                              "[rule P4, %s]" % (default_nvram(name), _policy.SECURITY_DOC), domain=name, host=host,
-                              hint="remove it if it is left from a VM that is gone")
     # A vTPM's state is kept by UUID: state left here for this UUID would become this VM's.
     swtpm = os.path.join("/var/lib/libvirt/swtpm", params["uuid"])
     if os.path.lexists(swtpm):

@@ -94,8 +94,12 @@ LIVE = """<domain type='qemu' id='3'><name>vm</name><uuid>%s</uuid><memory unit=
 
 
 def test_a_firmware_libvirt_chose_is_pinned_from_the_running_domain():
-    from ansible_collections.hypervisor.resize.plugins.module_utils.domain import parse_xml, pin_firmware
-    xml, pinned = pin_firmware(AUTO, LIVE)
+    from ansible_collections.hypervisor.resize.plugins.module_utils.domain import (
+        firmware_pin,
+        parse_xml,
+        pin_firmware,
+    )
+    xml, pinned = pin_firmware(AUTO, firmware_pin(LIVE))
     assert pinned
     os_el = parse_xml(xml).find("os")
     assert os_el.get("firmware") is None and os_el.find("firmware") is None
@@ -108,7 +112,17 @@ def test_a_firmware_libvirt_chose_is_pinned_from_the_running_domain():
     assert [d["device"] for d in moved_files(model_from_xml(xml)["disks"])] == ["nvram"]
     # Nothing to pin: shut off (no live XML), or the definition names its firmware already.
     assert pin_firmware(AUTO, None) == (AUTO, False)
-    assert pin_firmware(_xml(), LIVE) == (_xml(), False)
+    assert pin_firmware(_xml(), firmware_pin(LIVE)) == (_xml(), False)
+    assert parse_xml(xml).find("features") is None, "no SMM where libvirt did not turn it on"
+    # Secure Boot: libvirt turned SMM on in the running domain; the pinned definition keeps it on.
+    secure = LIVE.replace("<loader readonly='yes'", "<loader readonly='yes' secure='yes'").replace(
+        "</os>", "</os><features><acpi/><smm state='on'/></features>")
+    root = parse_xml(pin_firmware(AUTO, firmware_pin(secure))[0])
+    assert root.find("os/loader").get("secure") == "yes" and root.find("features/smm").get("state") == "on"
+    # A pin whose parts are not what they say is refused.
+    bad = dict(firmware_pin(LIVE), loader="<nvram>/var/lib/libvirt/qemu/nvram/x</nvram>")
+    with pytest.raises(ValidationError):
+        pin_firmware(AUTO, bad)
 
 
 def test_a_shut_off_vm_whose_firmware_made_a_store_is_refused_naming_it():
@@ -117,8 +131,12 @@ def test_a_shut_off_vm_whose_firmware_made_a_store_is_refused_naming_it():
 
 
 def test_a_domain_owns_the_store_libvirt_keeps_for_a_firmware_it_chooses():
-    from ansible_collections.hypervisor.resize.plugins.module_utils.domain import own_files, pin_firmware
+    from ansible_collections.hypervisor.resize.plugins.module_utils.domain import (
+        firmware_pin,
+        own_files,
+        pin_firmware,
+    )
     assert own_files(AUTO) == {"/var/lib/libvirt/qemu/nvram/vm_VARS.fd"}
-    assert own_files(pin_firmware(AUTO, LIVE)[0]) == {"/var/lib/libvirt/qemu/nvram/vm_VARS.fd"}
+    assert own_files(pin_firmware(AUTO, firmware_pin(LIVE))[0]) == {"/var/lib/libvirt/qemu/nvram/vm_VARS.fd"}
     assert own_files(_xml()) == {"/var/lib/libvirt/images/vm.qcow2", "/var/lib/libvirt/qemu/nvram/vm_VARS.fd",
                                  "/var/lib/libvirt/swtpm/%s/tpm2/tpm2-00.permall" % UUID}

@@ -285,6 +285,39 @@ def test_what_a_move_cannot_carry_yet_is_refused_naming_it():
     assert problems(auto) == []
 
 
+@pytest.mark.parametrize("os_xml, rule, why", [
+    ("<nvram type='network'><source protocol='nbd' name='v'><host name='evil' port='10809'/></source></nvram>",
+     "D9", "must name its store as a file path"),
+    ("<nvram type='file'><source file='/var/lib/libvirt/qemu/nvram/x.fd'/></nvram>", "P3", "as a file path"),
+    ("<nvram template='/usr/share/OVMF/OVMF_VARS_4M.fd'/>", "P3", "as a file path"),
+    ("<nvram format='qcow2'>/var/lib/libvirt/qemu/nvram/vm_VARS.qcow2</nvram>", "P3", "format='qcow2'"),
+    ("<loader type='pflash'>/usr/share/OVMF/OVMF_CODE_4M.fd</loader>", "D1", "without readonly='yes'"),
+    ("<loader readonly='yes' type='pflash' format='qcow2'>/usr/share/OVMF/OVMF_CODE_4M.qcow2</loader>", "P3",
+     "format='qcow2'"),
+])
+def test_firmware_stores_and_loaders_that_are_not_plain_files_are_refused(os_xml, rule, why):
+    root = domain().getroottree().getroot()
+    root.find("os").append(parse_xml(os_xml))
+    got = problems(root, fs=FakeFS(dict(HOST, **{"/usr/share/OVMF/OVMF_CODE_4M.fd": "file",
+                                                 "/usr/share/OVMF/OVMF_CODE_4M.qcow2": "file"})))
+    assert any("[rule %s," % rule in p and why in p for p in got), got
+
+
+def test_the_store_libvirt_keeps_for_another_domain_is_that_domains_file():
+    """P4: another domain here whose firmware libvirt chooses owns <name>_VARS.fd though its
+    definition does not show it; a definition pointing its store there is refused."""
+    victim = domain().getroottree().getroot()
+    victim.find("name").text = "victim"
+    victim.find("os").set("firmware", "efi")
+    others = _policy.domain_paths(victim)
+    assert {"kind": "nvram", "path": "/var/lib/libvirt/qemu/nvram/victim_VARS.fd",
+            "what": "the NVRAM store libvirt keeps for <os firmware>"} in others
+    attacker = domain().getroottree().getroot()
+    attacker.find("os").append(parse_xml("<nvram>/var/lib/libvirt/qemu/nvram/victim_VARS.fd</nvram>"))
+    got = problems(attacker, fs=FakeFS(dict(HOST)), others=others)
+    assert any("[rule P4," in p and "victim_VARS.fd" in p for p in got), got
+
+
 def test_a_block_device_is_never_a_file_and_must_be_there_with_the_opt_in():
     dev = "<disk type='block' device='disk'><driver name='qemu' type='raw'/><source dev='/dev/vg0/data'/>" \
           "<target dev='vdb'/></disk>"
