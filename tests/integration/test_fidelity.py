@@ -33,6 +33,15 @@ def redefine(bed, vm, edit, host="hv1"):
                   "rm -f /tmp/%s.xml" % (vm, xml, vm, vm))
 
 
+def cpu_of(root):
+    """The domain's <cpu>, made (the bed's qemu64 model) if it has none."""
+    cpu = root.find("cpu")
+    if cpu is None:
+        cpu = ET.SubElement(root, "cpu", mode="custom", match="exact")
+        ET.SubElement(cpu, "model", fallback="allow").text = "qemu64"
+    return cpu
+
+
 def dumpxml(bed, host, vm):
     return ET.fromstring(sh(bed, host, "virsh -c qemu:///system dumpxml --inactive %s" % vm))
 
@@ -143,13 +152,20 @@ def differing_bytes(bed, host_a, host_b, path):
     return sum(1 for x, y in zip(a, b) if x != y) + abs(len(a) - len(b))
 
 
-def test_vtpm_state_travels_byte_for_byte_and_is_kept_until_confirm(bed, guest):
-    vm = guest("it-tpm", start=False, vcpus=1, memory_mb=128, disk_gb=1)
+def tpm_guest(bed, guest, name, model="tpm-crb", start_once=True):
+    """A shut-off guest with an emulated TPM 2.0; started once (the first start makes the TPM:
+    swtpm_setup, seeds, EK) unless start_once is false. Returns (name, uuid)."""
+    vm = guest(name, start=False, vcpus=1, memory_mb=128, disk_gb=1)
     redefine(bed, vm, lambda root: root.find("devices").append(ET.fromstring(
-        "<tpm model='tpm-crb'><backend type='emulator' version='2.0'/></tpm>")))
+        "<tpm model='%s'><backend type='emulator' version='2.0'/></tpm>" % model)))
     uuid = sh(bed, "hv1", "virsh -q -c qemu:///system domuuid %s" % vm).strip()
-    # The first start makes the TPM (swtpm_setup: seeds, EK); a shut-off VM keeps its state file.
-    sh(bed, "hv1", "virsh -q -c qemu:///system start %s && virsh -q -c qemu:///system destroy %s" % (vm, vm))
+    if start_once:
+        sh(bed, "hv1", "virsh -q -c qemu:///system start %s && virsh -q -c qemu:///system destroy %s" % (vm, vm))
+    return vm, uuid
+
+
+def test_vtpm_state_travels_byte_for_byte_and_is_kept_until_confirm(bed, guest):
+    vm, uuid = tpm_guest(bed, guest, "it-tpm")
     before = sha256(bed, "hv1", TPM2_STATE % uuid)
 
     proc = playbook(bed, "resize.yml", check=True, instance=vm, flavor="m1.small", target_host="hv2")
@@ -174,10 +190,7 @@ def test_vtpm_state_travels_byte_for_byte_and_is_kept_until_confirm(bed, guest):
 
 
 def test_a_tpm_never_started_travels_as_none_and_revert_leaves_none_behind(bed, guest):
-    vm = guest("it-tpmnew", start=False, vcpus=1, memory_mb=128, disk_gb=1)
-    redefine(bed, vm, lambda root: root.find("devices").append(ET.fromstring(
-        "<tpm model='tpm-crb'><backend type='emulator' version='2.0'/></tpm>")))
-    uuid = sh(bed, "hv1", "virsh -q -c qemu:///system domuuid %s" % vm).strip()
+    vm, uuid = tpm_guest(bed, guest, "it-tpmnew", start_once=False)
     proc = playbook(bed, "resize.yml", check=True, instance=vm, flavor="m1.small", target_host="hv2")
     assert "carries: 1 disk(s)" in said(proc) and "TPM state" not in said(proc)
     assert not exists(bed, "hv2", TPM % uuid)
@@ -193,11 +206,7 @@ def test_a_tpm_never_started_travels_as_none_and_revert_leaves_none_behind(bed, 
 
 
 def test_a_tpm_whose_state_cannot_travel_whole_is_refused_naming_it(bed, guest):
-    vm = guest("it-tpmx", start=False, vcpus=1, memory_mb=128, disk_gb=1)
-    redefine(bed, vm, lambda root: root.find("devices").append(ET.fromstring(
-        "<tpm model='tpm-tis'><backend type='emulator' version='2.0'/></tpm>")))
-    uuid = sh(bed, "hv1", "virsh -q -c qemu:///system domuuid %s" % vm).strip()
-    sh(bed, "hv1", "virsh -q -c qemu:///system start %s && virsh -q -c qemu:///system destroy %s" % (vm, vm))
+    vm, uuid = tpm_guest(bed, guest, "it-tpmx", model="tpm-tis")
     # swtpm's saved state beside the permanent one: a move carries the state file only.
     extra = TPM % uuid + "/tpm2/tpm2-00.savestate"
     sh(bed, "hv1", "echo saved > %s" % extra)
@@ -231,10 +240,7 @@ def test_cpu_topology_keeps_its_sockets_and_pins_follow_the_new_count(bed, guest
     def layout(root):
         vcpu = root.find("vcpu")
         vcpu.set("cpuset", "0")
-        cpu = root.find("cpu")
-        if cpu is None:
-            cpu = ET.SubElement(root, "cpu", mode="custom", match="exact")
-            ET.SubElement(cpu, "model", fallback="allow").text = "qemu64"
+        cpu = cpu_of(root)
         ET.SubElement(cpu, "topology", sockets="1", dies="1", cores="1", threads="1")
         tune = ET.SubElement(root, "cputune")
         ET.SubElement(tune, "vcpupin", vcpu="0", cpuset="0")
@@ -257,10 +263,7 @@ def test_a_topology_the_new_count_does_not_fit_is_refused_up_front(bed, guest):
     vm = guest("it-cpu2", start=False, vcpus=2, memory_mb=128, disk_gb=1)
 
     def two_sockets(root):
-        cpu = root.find("cpu")
-        if cpu is None:
-            cpu = ET.SubElement(root, "cpu", mode="custom", match="exact")
-            ET.SubElement(cpu, "model", fallback="allow").text = "qemu64"
+        cpu = cpu_of(root)
         ET.SubElement(cpu, "topology", sockets="2", dies="1", cores="1", threads="1")
     redefine(bed, vm, two_sockets)
     proc = playbook(bed, "resize.yml", instance=vm, flavor="m1.medium", target_host="hv2")  # 3 vCPUs
@@ -337,10 +340,7 @@ def test_numa_cells_are_split_evenly_or_the_resize_is_refused(bed, guest):
     vm = guest("it-numa", start=False, vcpus=2, memory_mb=128, disk_gb=1)
 
     def two_cells(root):
-        cpu = root.find("cpu")
-        if cpu is None:
-            cpu = ET.SubElement(root, "cpu", mode="custom", match="exact")
-            ET.SubElement(cpu, "model", fallback="allow").text = "qemu64"
+        cpu = cpu_of(root)
         numa = ET.SubElement(cpu, "numa")
         for i in range(2):
             ET.SubElement(numa, "cell", id=str(i), cpus=str(i), memory=str(64 * 1024), unit="KiB")
