@@ -125,11 +125,6 @@ def _move_review(instance, allow):
     return [text for _rule, text in rv.refusals] + parts.uncarried(instance), rv.paths
 
 
-def _has_emulated_tpm(instance):
-    root = parse_xml(instance["xml"]) if instance.get("xml") else None
-    return root is not None and root.find("./devices/tpm/backend[@type='emulator']") is not None
-
-
 def _path_reasons(paths, hv):
     roots = hv.get("storage_roots") or []
     out = []
@@ -186,7 +181,8 @@ def resize_schedule(results, source, instance, flavor, host_options=None, target
         else:
             if host != source:
                 reasons += _path_reasons(paths, hv)
-                if _has_emulated_tpm(instance) and hv.get("swtpm") is False:
+                if instance.get("xml") and parts.emulated_tpm(parse_xml(instance["xml"])) \
+                        and hv.get("swtpm") is False:
                     reasons.append("no swtpm for the VM's emulated TPM (install swtpm there)")
             if src_facts.get("arch") and hv.get("arch") != src_facts.get("arch"):
                 reasons.append("architecture %s differs from the source's %s" % (hv.get("arch"), src_facts.get("arch")))
@@ -385,7 +381,7 @@ def resize_plan_filter(instance, flavor, cpu_topology="scale"):
     `carries`: what of the VM's state travels with it (parts.carried)."""
     plan = resize_plan(instance, flavor)
     plan["carries"] = parts.carried(instance)
-    if instance.get("firmware_pinned"):
+    if instance.get("firmware_pin"):
         os_el = parse_xml(instance["xml"]).find("os")
         plan["warnings"] = plan["warnings"] + [
             "<os firmware>: the firmware libvirt chose on the source (%s, NVRAM %s) is pinned in the new definition"

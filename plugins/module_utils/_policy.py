@@ -678,12 +678,16 @@ def domain_paths(root):
     return paths
 
 
+def auto_firmware(os_el):
+    """<os firmware=...> with no store path of its own: libvirt chooses the firmware and names the store."""
+    return os_el is not None and bool(os_el.get("firmware")) and not any(
+        (el.text or "").strip() for el in os_el.findall("nvram"))
+
+
 def default_nvram_of(root):
-    """The store libvirt makes for a domain whose firmware it chooses (<os firmware=...> and no
-    store path), or None."""
-    os_el = root.find("os")
+    """The store libvirt makes for a domain whose firmware it chooses (auto_firmware), or None."""
     name = (root.findtext("name") or "").strip()
-    if os_el is None or not os_el.get("firmware") or any((el.text or "").strip() for el in os_el.findall("nvram")):
+    if not auto_firmware(root.find("os")):
         return None
     if not name or "/" in name or name in (".", ".."):
         return None

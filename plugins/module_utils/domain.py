@@ -21,6 +21,7 @@ except ImportError as exc:  # pragma: no cover - exercised by the import sanity 
     HAS_LXML = False
     LXML_IMPORT_ERROR = exc
 
+from . import _policy
 from .errors import ValidationError
 from .parts import STATE_FILE_DEVICES, state_files
 
@@ -179,20 +180,6 @@ def model_from_xml(xml):
     }
 
 
-NVRAM_DIR = "/var/lib/libvirt/qemu/nvram"
-
-
-def default_nvram(name):
-    """Where libvirt makes the UEFI variable store of a domain whose firmware it chooses itself."""
-    return "%s/%s_VARS.fd" % (NVRAM_DIR, check_domain_name(name))
-
-
-def _auto_firmware(os_el):
-    """<os firmware=...> with no store path of its own: libvirt chooses the firmware and names the store."""
-    return os_el is not None and bool(os_el.get("firmware")) and not any(
-        (el.text or "").strip() for el in os_el.findall("nvram"))
-
-
 def firmware_pin(live):
     """What libvirt chose for a running domain's firmware, from its live XML: {"loader": xml,
     "nvram": xml, "smm": bool} (SMM, which libvirt turns on for Secure Boot), or None."""
@@ -216,7 +203,7 @@ def pin_firmware(inactive, pin):
     choose differently. Returns (xml, pinned)."""
     root = parse_xml(inactive)
     os_el = root.find("os")
-    if not pin or not _auto_firmware(os_el):
+    if not pin or not _policy.auto_firmware(os_el):
         return inactive, False
     del os_el.attrib["firmware"]
     for el in os_el.findall("firmware") + os_el.findall("loader") + os_el.findall("nvram"):
@@ -240,11 +227,9 @@ def pin_firmware(inactive, pin):
 def own_files(xml):
     """Paths of every file of the domain `xml` defines: its disks and state files, and the store
     libvirt keeps for a firmware it chooses (pin_firmware names it only while the VM runs)."""
-    model = model_from_xml(xml)
-    paths = set(d["path"] for d in moved_files(model, every=True))
-    if _auto_firmware(parse_xml(xml).find("os")):
-        paths.add(default_nvram(model["name"]))
-    return paths
+    paths = set(d["path"] for d in moved_files(model_from_xml(xml), every=True))
+    store = _policy.default_nvram_of(parse_xml(xml))
+    return paths | {store} if store else paths
 
 
 def copy_disks(model_or_disks):

@@ -105,9 +105,8 @@ def describe_instance(dom, state_dir=None):
         "model": model,
         "xml": xml,
         "defined_xml": defined,
-        "firmware_pinned": pinned,
         "firmware_pin": pin if pinned else None,
-        "firmware_nvram_unknown": _unknown_nvram(model, xml),
+        "firmware_nvram_unknown": _unknown_nvram(xml),
         "migration": rec,
         "autostart": bool(dom.autostart()),
         "snapshots": sorted(dom.snapshotListNames()),
@@ -118,7 +117,7 @@ def describe_instance(dom, state_dir=None):
     }
 
 
-def _unknown_nvram(model, xml):
+def _unknown_nvram(xml):
     """The UEFI variable store of a shut-off VM whose firmware libvirt chooses, if it has one: which
     firmware made it is known only while the VM runs (refused: parts.uncarried)."""
     path = _policy.default_nvram_of(parse_xml(xml))

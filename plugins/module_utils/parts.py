@@ -4,11 +4,12 @@
 """What a resize carries, changes or refuses of a VM: one table. Private to hypervisor.resize. No I/O.
 
 PARTS is the table docs/architecture.md prints ("What a move carries, changes or refuses"; a unit
-test keeps them equal). Its file rows (STATE_FILES) are what every step reads to know which files
-are the VM's state besides its disks: facts report them, the controller plans their bytes, prep lets
-the receiver write exactly them (and makes the directories they need, named in its record first),
-the copy sends and verifies them, finish leaves them out of any resizing, confirm deletes the
-source's copies and revert the destination's. A new kind of state file is one entry here.
+test keeps them equal). state_files() (devices STATE_FILE_DEVICES in a model's disk list) is what
+every step reads to know which files are the VM's state besides its disks: facts report them, the
+controller plans their bytes, prep lets the receiver write exactly them (and makes the directories
+they need, named in its record first), the copy sends and verifies them, finish leaves them out of
+any resizing, confirm deletes the source's copies and revert the destination's. A new kind of state
+file is one entry here.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ PARTS = (
          "store carried; a shut-off VM that has a store "
          "(`/var/lib/libvirt/qemu/nvram/<name>_VARS.fd`) refused (which firmware made it is known only while it "
          "runs), one that never ran kept as it is (the destination must not hold a store by that name: P4)",
-         "`pin_firmware`, `parts.uncarried`, prep"),
+         "`pin_firmware`, `parts.uncarried`, `check_domain_here`"),
     Part("tpm", "emulated TPM state (swtpm, `<tpm><backend type='emulator'>`)",
          "its state file (`/var/lib/libvirt/swtpm/<uuid>/tpm2/tpm2-00.permall`, `tpm1.2/tpm-00.permall`) copied "
          "and verified like a disk into a directory prep makes (never one that exists), kept on the source until "
@@ -128,6 +129,11 @@ def state_files(root):
                 continue  # refused by the review (_policy, P3) with the reason
             out.append(_entry("tpm", path, optional=True))
     return out
+
+
+def emulated_tpm(root):
+    """Whether the domain (parsed) has a TPM that libvirt runs swtpm for."""
+    return root.find("./devices/tpm/backend[@type='emulator']") is not None
 
 
 def tpm_problems(backend, uuid):

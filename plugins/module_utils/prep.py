@@ -108,12 +108,11 @@ def _check_domain(params, name, host, check_mode):
             if problem:
                 raise ValidationError("disk %s %s; refused [rule R3, %s]"
                                       % (disk["path"], problem, _policy.SECURITY_DOC), domain=name, host=host)
-    if parse_xml(params["domain_xml"]).find("./devices/tpm/backend[@type='emulator']") is not None \
-            and shutil.which("swtpm") is None:
+    if parts.emulated_tpm(parse_xml(params["domain_xml"])) and shutil.which("swtpm") is None:
         raise ValidationError("the VM has an emulated TPM and this host has no swtpm to run it", domain=name,
                               host=host, hint="install swtpm (Debian: apt install swtpm swtpm-tools) here")
     # A vTPM's state is kept by UUID: state left here for this UUID would become this VM's.
-    swtpm = os.path.join("/var/lib/libvirt/swtpm", params["uuid"])
+    swtpm = parts.tpm_state_dir(params["uuid"])
     if os.path.lexists(swtpm):
         raise ValidationError("TPM state for UUID %s is already on this host (%s); it would become this VM's "
                               "[rule P4, %s]" % (params["uuid"], swtpm, _policy.SECURITY_DOC), domain=name, host=host,
