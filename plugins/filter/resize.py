@@ -16,7 +16,7 @@ import datetime
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.hypervisor.resize.plugins.module_utils import _policy, parts
+from ansible_collections.hypervisor.resize.plugins.module_utils import _policy, live, parts
 from ansible_collections.hypervisor.resize.plugins.module_utils import record as record_mod
 from ansible_collections.hypervisor.resize.plugins.module_utils.domain import (
     check_domain_name,
@@ -393,6 +393,31 @@ def resize_plan_filter(instance, flavor, cpu_topology="scale"):
     return plan
 
 
+def resize_path(results, source, instance, plan, flavor, mode="auto", host_options=None, target_host=None,
+                weights=None, allow_host_access=None, timeout=60):
+    """Live or cold, and why (live.decide): live when the VM runs, the change fits its hot-plug
+    ceilings, and its own host takes the increase by the scheduler's rules (resize_schedule with the
+    source as the only target). {path, why, steps, disks}."""
+    if mode not in live.MODES:
+        raise ResizeError("resize_mode must be one of %s, got %r" % (", ".join(live.MODES), mode))
+    host_reasons = []
+    if mode != "cold" and instance.get("state") == "running" and (not target_host or target_host == source):
+        try:
+            resize_schedule(results, source, instance, flavor, host_options=host_options, target_host=source,
+                            allow_same_host=True, weights=weights, allow_host_access=allow_host_access)
+        except ResizeError as exc:
+            host_reasons = [exc.msg]
+    return live.decide(instance, plan, mode, timeout=timeout, host_reasons=host_reasons, target_host=target_host,
+                       source=source)
+
+
+def resize_ceilings(instance, flavor, flavors, results, dest, max_vcpus="auto", max_memory_mb="auto"):
+    """The hot-plug ceilings a cold resize writes into the new definition (live.ceilings), for the
+    destination `dest`: {vcpus, memory_mb, warnings}."""
+    hv = (_facts(results).get(dest) or {}).get("hypervisor") or {}
+    return live.ceilings(instance.get("xml"), flavor, flavors, hv, max_vcpus, max_memory_mb)
+
+
 def resize_instance_name(instance):
     """The VM's name if it is a plain libvirt domain name; otherwise the error says what is allowed.
     Checked once on the controller, so that a bad name is one error, not one per host."""
@@ -460,4 +485,6 @@ class FilterModule:
             "resize_due": _wrap(resize_due),
             "resize_recovery": _wrap(resize_recovery),
             "resize_instance_name": _wrap(resize_instance_name),
+            "resize_path": _wrap(resize_path),
+            "resize_ceilings": _wrap(resize_ceilings),
         }

@@ -157,19 +157,31 @@ def model_from_xml(xml):
             not re.fullmatch(r"[0-9,^-]*", vcpu_attrs.get("cpuset", "")) or root.get("type") not in ("kvm", "qemu"):
         raise ValidationError("domain %s has a <vcpu> placement/cpuset or a domain type this version does not know"
                               % name, domain=name)
-    if root.find("vcpus") is not None:
-        warnings.append("<vcpus> (per-vCPU hot-plug settings) dropped: the new vCPUs are all enabled")
-    if "current" in vcpu_attrs:
-        warnings.append("<vcpu current='%s'> dropped: all %s vCPUs will be online at boot"
-                        % (vcpu_attrs.pop("current"), "the flavor's"))
+    # The size is what the VM has now: <vcpu current> and <currentMemory> (the balloon's target);
+    # <vcpu> and <memory> are its hot-plug ceilings (live.py).
+    max_vcpus = int(vcpu.text) if vcpu is not None else 1
+    vcpus = int(vcpu_attrs.pop("current", max_vcpus))
+    max_memory_mb = to_bytes(mem.text, mem.get("unit", "KiB")) // (1024 * 1024) if mem is not None else 0
+    cur = root.find("currentMemory")
+    memory_mb = to_bytes(cur.text, cur.get("unit", "KiB")) // (1024 * 1024) if cur is not None else max_memory_mb
+    if not 1 <= vcpus <= max_vcpus or not 0 < memory_mb <= max_memory_mb:
+        raise ValidationError("domain %s has <vcpu current> or <currentMemory> outside 1..<vcpu> / <memory>" % name,
+                              domain=name)
+    vcpus_el = root.find("vcpus")
+    if vcpus_el is not None and sorted(int(v.get("id", "-1")) for v in vcpus_el.findall("vcpu")
+                                       if v.get("enabled") == "yes") != list(range(vcpus)):
+        warnings.append("<vcpus> (which vCPUs are enabled, their hot-plug order) dropped: vCPUs 0-%d are enabled"
+                        % (vcpus - 1))
     return {
         "name": name,
         "uuid": root.findtext("uuid"),
         "type": root.get("type"),
         "vcpu_placement": vcpu_attrs.get("placement", "static"),
         "vcpu_cpuset": vcpu_attrs.get("cpuset"),
-        "memory_mb": to_bytes(mem.text, mem.get("unit", "KiB")) // (1024 * 1024) if mem is not None else 0,
-        "vcpus": int(vcpu.text) if vcpu is not None else 1,
+        "memory_mb": memory_mb,
+        "max_memory_mb": max_memory_mb,
+        "vcpus": vcpus,
+        "max_vcpus": max_vcpus,
         "sections": sections,
         "metadata": metadata,
         "devices": devices,

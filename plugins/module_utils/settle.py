@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 
-from . import parts
+from . import live, parts
 from . import record as record_mod
 from . import state as state_mod
 from ._transfer import keys, local
@@ -107,6 +107,8 @@ def _revert_destination(params, check_mode, c, dom, name, mid, host, actions):
         # V1: after confirm the domain here is the VM's only home; never remove it.
         raise ValidationError("migration %s is %s here: the VM lives on this host now; refusing to remove it"
                               % (mid, ours["status"]), domain=name, host=host)
+    if ours and ours.get("mode") == "live":
+        return live.revert(params, check_mode, c, dom, ours)
     # Same host, as this host's own prep recorded it, or as this host's own record of the domain says
     # (only this host writes that record: X2): the domain carrying this id is the VM. Never remove it.
     if (srec and srec.get("same_host")) or (ours and ours.get("same_host") and ours.get("source") == host):

@@ -79,9 +79,23 @@ def where(bed, vm):
 
 
 def dominfo(bed, host, vm):
+    """vCPUs now (running, or of the definition), the definition's memory (<currentMemory>: the
+    flavor's; <memory> above it is a hot-plug ceiling, see ceilings()) and the power state."""
     out = sh(bed, host, "virsh -c qemu:///system dominfo %s" % vm)
     info = dict((k.strip(), v.strip()) for k, v in (line.split(":", 1) for line in out.splitlines() if ":" in line))
-    return {"vcpus": int(info["CPU(s)"]), "max_memory_kib": int(info["Max memory"].split()[0]), "state": info["State"]}
+    return {"vcpus": int(info["CPU(s)"]), "memory_kib": ceilings(bed, host, vm)["memory_kib"], "state": info["State"]}
+
+
+def ceilings(bed, host, vm):
+    """The definition's size and its hot-plug ceilings: vcpus (current), max_vcpus, memory_kib
+    (<currentMemory>), max_memory_kib (<memory>)."""
+    xml = sh(bed, host, "virsh -c qemu:///system dumpxml --inactive %s" % vm)
+    vcpu = re.search(r"<vcpu([^>]*)>(\d+)</vcpu>", xml)
+    current = re.search(r"current='(\d+)'", vcpu.group(1))
+    cur = re.search(r"<currentMemory unit='KiB'>(\d+)</currentMemory>", xml)
+    mem = re.search(r"<memory unit='KiB'>(\d+)</memory>", xml)
+    return {"vcpus": int(current.group(1) if current else vcpu.group(2)), "max_vcpus": int(vcpu.group(2)),
+            "memory_kib": int(cur.group(1) if cur else mem.group(1)), "max_memory_kib": int(mem.group(1))}
 
 
 def image(bed, host, path):

@@ -38,7 +38,7 @@ def test_shared_storage_skips_the_copy_then_confirm(bed, guest):
     playbook(bed, "resize.yml", check=True, instance=vm, flavor="m1.small", target_host="hv2")
 
     # Running on hv2 at the new size, on the very same disk file (its boot counter went on).
-    assert dominfo(bed, "hv2", vm) == {"vcpus": 2, "max_memory_kib": 262144, "state": "running"}
+    assert dominfo(bed, "hv2", vm) == {"vcpus": 2, "memory_kib": 262144, "state": "running"}
     got = report(bed, vm, "hv2")
     assert (got["nproc"], got["disk_bytes"], got["boot_count"]) == ("2", str(2 * GIB), "2")
     assert image(bed, "hv1", SHARED % vm)["virtual-size"] == 2 * GIB, "hv1 sees the grown disk: one file"

@@ -48,7 +48,7 @@ def test_resize_running_vm_to_another_host_then_confirm(bed, guest):
     dest = dest_of(bed, vm)
 
     # The destination runs the resized VM, on the same disk (boot counter), with its MAC kept.
-    assert dominfo(bed, dest, vm) == {"vcpus": 2, "max_memory_kib": 262144, "state": "running"}
+    assert dominfo(bed, dest, vm) == {"vcpus": 2, "memory_kib": 262144, "state": "running"}
     assert image(bed, dest, IMG % vm)["virtual-size"] == 2 * GIB
     after = report(bed, vm, dest)
     assert (after["nproc"], after["disk_bytes"], after["boot_count"]) == ("2", str(2 * GIB), "2")
@@ -380,7 +380,7 @@ def test_same_host_revert_restores_identical_disks_and_definition(bed, guest):
 
     playbook(bed, "revert.yml", check=True, instance=vm)
     assert where(bed, vm) == {"hv1": "shut off"}
-    assert dominfo(bed, "hv1", vm) == {"vcpus": 1, "max_memory_kib": 131072, "state": "shut off"}
+    assert dominfo(bed, "hv1", vm) == {"vcpus": 1, "memory_kib": 131072, "state": "shut off"}
     assert sha256(bed, "hv1", IMG % vm) == src_sum
     assert not exists(bed, "hv1", BACKUP % vm)
     assert record(bed, "hv1", vm)["status"] == "reverted"

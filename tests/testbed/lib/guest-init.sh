@@ -1,8 +1,12 @@
 #!/bin/sh
 # /init of the test bed's tiny guest (busybox-static + the kernel's own virtio modules).
-# Prints exactly one HVR-REPORT line and then HVR-READY to ttyS0, then idles; the ACPI power
-# button (virsh shutdown) runs `poweroff -f`. A boot counter lives as ASCII digits in sector 0
-# of /dev/vda (all zeros = 0), so a disk that travelled with the guest shows it.
+# Prints an HVR-REPORT line at boot and then HVR-READY to ttyS0; from then on it checks every
+# half second, onlines vCPUs that were hot-plugged, and prints a fresh HVR-REPORT line whenever
+# what it reports changed (vCPUs online, memory, disk size). The ACPI power button (virsh shutdown)
+# runs `poweroff -f`. A boot counter lives as ASCII digits in sector 0 of /dev/vda (all zeros = 0),
+# so a disk that travelled with the guest shows it; uptime_s shows that nothing rebooted.
+# Kernel command line flags (bed guest --guest-flags): hvr.noballoon (no virtio_balloon driver: a
+# guest that cannot take a memory change), hvr.noonline (hot-plugged vCPUs stay offline).
 /bin/busybox --install -s /bin
 export PATH=/bin
 
@@ -12,9 +16,11 @@ mount -t devtmpfs devtmpfs /dev
 
 con=/dev/ttyS0
 say() { echo "$*" >"$con"; }
+flag() { case " $(cat /proc/cmdline) " in *" hvr.$1 "*) return 0 ;; esac; return 1; }
 
-for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk \
-         button evdev; do
+mods="virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk button evdev"
+flag noballoon || mods="$mods virtio_balloon"
+for m in $mods; do
     insmod "/lib/modules/$m.ko" || say "HVR-ERROR insmod $m failed"
 done
 # Keep kernel messages off the console from here on, so they cannot split our lines.
@@ -29,18 +35,42 @@ if [ -b /dev/vda ]; then
     printf '%s' "$count" | dd of=/dev/vda bs=512 count=1 conv=sync,fsync 2>/dev/null \
         || say "HVR-ERROR cannot write the boot counter"
     sync
-    disk_bytes=$(( $(cat /sys/block/vda/size) * 512 ))
 else
     say "HVR-ERROR no /dev/vda"
     count=0
-    disk_bytes=0
 fi
 
-nproc=$(nproc)
-memtotal_kb=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)
-say "HVR-REPORT nproc=$nproc memtotal_kb=$memtotal_kb disk_bytes=$disk_bytes boot_count=$count"
+online_cpus() {
+    flag noonline && return 0
+    for f in /sys/devices/system/cpu/cpu[0-9]*/online; do
+        [ -f "$f" ] && [ "$(cat "$f")" = 0 ] && echo 1 >"$f" 2>/dev/null
+    done
+    return 0
+}
+state() {
+    nproc=$(grep -c '^processor' /proc/cpuinfo)
+    memtotal_kb=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)
+    disk_bytes=0
+    [ -f /sys/block/vda/size ] && disk_bytes=$(( $(cat /sys/block/vda/size) * 512 ))
+    echo "nproc=$nproc memtotal_kb=$memtotal_kb disk_bytes=$disk_bytes"
+}
+report() {
+    say "HVR-REPORT $1 boot_count=$count uptime_s=$(cut -d' ' -f1 /proc/uptime)"
+}
+
+online_cpus
+last=$(state)
+report "$last"
 
 # busybox acpid reads /dev/input/event* and runs <confdir>/PWRF/00000080 on the power button.
 acpid -c /etc/acpi -l /dev/null
 say "HVR-READY"
-while :; do sleep 3600; done
+while :; do
+    sleep 0.5
+    online_cpus
+    now=$(state)
+    if [ "$now" != "$last" ]; then
+        last=$now
+        report "$now"
+    fi
+done

@@ -96,11 +96,19 @@ def test_numa_cells_split_evenly_or_are_refused():
         domain.resized_model(cpu_xml(numa=numa), 3, 2048)
 
 
-def test_what_the_model_drops_is_a_warning():
-    m = domain.resized_model(cpu_xml(current=" current='1'", vcpus="<vcpus><vcpu id='0' enabled='yes'/></vcpus>"),
+def test_the_size_is_what_the_vm_has_now_and_the_rest_its_hot_plug_ceilings():
+    m = domain.model_from_xml(cpu_xml(current=" current='1'", vcpus="<vcpus><vcpu id='0' enabled='yes'/></vcpus>"))
+    assert (m["vcpus"], m["max_vcpus"]) == (1, 2)
+    assert not any("<vcpus>" in w for w in m["warnings"]), "vCPU 0 enabled is what current='1' says"
+    m = domain.resized_model(cpu_xml(current=" current='1'",
+                                     vcpus="<vcpus><vcpu id='0' enabled='no'/><vcpu id='1' enabled='yes'/></vcpus>"),
                              2, 1024)
-    assert any("<vcpu current='1'> dropped" in w for w in m["warnings"])
-    assert any("<vcpus>" in w for w in m["warnings"])
+    assert any("<vcpus>" in w and "dropped" in w for w in m["warnings"])
+    ballooned = cpu_xml().replace("<vcpu", "<currentMemory unit='MiB'>512</currentMemory><vcpu", 1)
+    m = domain.model_from_xml(ballooned)
+    assert (m["memory_mb"], m["max_memory_mb"]) == (512, 1024)
+    with pytest.raises(ValidationError, match="outside 1..<vcpu>"):
+        domain.model_from_xml(cpu_xml(current=" current='3'"))
 
 
 def test_rendered_xml_keeps_every_device_and_identity_at_the_new_size(xml):

@@ -1,0 +1,68 @@
+# -*- coding: utf-8 -*-
+# Copyright: hypervisor.resize contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A resize as a plan of steps, and the one executor that runs it. Private to hypervisor.resize.
+
+A step says what it does (`text`), does it (`apply`) and, where that can be undone, undoes it
+(`undo`, which may return what it could not undo); a step that cannot be undone says what it
+leaves (`leaves`). The plan is computed first,
+from facts alone: check mode returns its texts and nothing runs. `execute` applies the steps in
+order; when one fails it undoes the completed ones in reverse order and says precisely what was
+undone and what is left. Pure: the steps bring their own I/O.
+"""
+
+from __future__ import annotations
+
+
+class Step:
+    def __init__(self, name, text, apply=None, undo=None, leaves=None):
+        self.name = name
+        self.text = text
+        self.apply = apply
+        self.undo = undo
+        self.leaves = leaves
+
+    def __repr__(self):
+        return "Step(%r)" % self.name
+
+
+def describe(steps):
+    """The plan as an operator reads it (check mode prints this)."""
+    return [s.text for s in steps]
+
+
+def execute(steps, on_done=None):
+    """Apply `steps` in order. Returns {ok, done: [names], failed: name or None, error: the exception
+    or None, undone: [texts], left: [texts]}. On a failure, every completed step is undone, last
+    first; an undo that fails, or a step that has none, is named in `left` (with `leaves`).
+    `on_done(step)` runs after each step that completed (e.g. to note it in the record)."""
+    done = []
+    for step in steps:
+        try:
+            step.apply()
+        except Exception as exc:  # the executor's one job: whatever failed, undo what was done
+            undone, left = rollback(done)
+            return {"ok": False, "done": [s.name for s in done], "failed": step.name, "error": exc,
+                    "undone": undone, "left": left}
+        done.append(step)
+        if on_done is not None:
+            on_done(step)
+    return {"ok": True, "done": [s.name for s in done], "failed": None, "error": None, "undone": [], "left": []}
+
+
+def rollback(done):
+    """Undo completed steps, last first: ([texts undone], [texts of what is left])."""
+    undone, left = [], []
+    for step in reversed(done):
+        if step.undo is None:
+            if step.leaves:
+                left.append(step.leaves)
+            continue
+        try:
+            note = step.undo()
+            undone.append(step.text)
+            if note:  # undone as far as it can be; this much is left
+                left.append(note)
+        except Exception as exc:  # keep undoing the others; say what this one left
+            left.append("%s: its undo failed (%s)" % (step.text, exc))
+    return undone, left
