@@ -152,8 +152,9 @@ def _ceiling(value, key, flavor, flavors, cap, what):
     if number < flavor[key]:
         raise ValidationError("%s=%d is below the flavor's %d" % (what, number, flavor[key]),
                               hint="set it to at least %d, to auto, or to 0 (no ceiling)" % flavor[key])
-    if number > cap:
-        raise ValidationError("%s=%d is more than the destination has (%d)" % (what, number, cap),
+    if key == "memory_mb" and number > cap:
+        # (More vCPUs than the host has CPUs is overcommit, which the scheduler's ratio governs.)
+        raise ValidationError("%s=%d is more than the destination has (%d MiB)" % (what, number, cap),
                               hint="set it to at most %d, or to auto" % cap)
     return number
 

@@ -1,0 +1,49 @@
+"""The one executor of a plan of steps: applies in order, undoes completed steps on failure."""
+
+from ansible_collections.hypervisor.resize.plugins.module_utils import plan
+
+
+def steps(log, fail_at=None, undo_fails=(), no_undo=(), notes=None):
+    out = []
+    for name in ("a", "b", "c", "d"):
+        def apply(name=name):
+            if name == fail_at:
+                raise RuntimeError("boom at %s" % name)
+            log.append("apply " + name)
+
+        def undo(name=name):
+            if name in undo_fails:
+                raise RuntimeError("undo of %s broke" % name)
+            log.append("undo " + name)
+            return (notes or {}).get(name)
+        out.append(plan.Step(name, "step " + name, apply=apply, undo=None if name in no_undo else undo,
+                             leaves="%s stays" % name if name in no_undo else None))
+    return out
+
+
+def test_all_steps_run_in_order_and_nothing_is_undone():
+    log, seen = [], []
+    result = plan.execute(steps(log), on_done=lambda s: seen.append(s.name))
+    assert result["ok"] and result["done"] == ["a", "b", "c", "d"] and seen == ["a", "b", "c", "d"]
+    assert log == ["apply a", "apply b", "apply c", "apply d"]
+
+
+def test_a_failure_undoes_the_completed_steps_last_first_and_never_the_failed_one():
+    log = []
+    result = plan.execute(steps(log, fail_at="c"))
+    assert not result["ok"] and result["failed"] == "c" and str(result["error"]) == "boom at c"
+    assert log == ["apply a", "apply b", "undo b", "undo a"]
+    assert result["undone"] == ["step b", "step a"] and result["left"] == []
+
+
+def test_what_cannot_be_undone_is_named_and_the_rest_is_still_undone():
+    log = []
+    result = plan.execute(steps(log, fail_at="d", undo_fails=("b",), no_undo=("c",), notes={"a": "a half left"}))
+    assert log == ["apply a", "apply b", "apply c", "undo a"]
+    assert result["undone"] == ["step a"]
+    assert result["left"] == ["c stays", "step b: its undo failed (undo of b broke)", "a half left"]
+
+
+def test_the_plan_reads_without_running_anything():
+    log = []
+    assert plan.describe(steps(log)) == ["step a", "step b", "step c", "step d"] and log == []
