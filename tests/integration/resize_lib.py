@@ -4,6 +4,7 @@ import json
 import os
 import re
 import subprocess
+import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VENV_BIN = os.path.join(REPO, ".venv", "bin")
@@ -171,3 +172,20 @@ def adhoc(bed, host, module, args, inventory=None, timeout=300):
         except ValueError:
             result = None
     return proc, result
+
+
+def said(proc):
+    """The run's output as one line (the YAML callback folds long messages and doubles quotes)."""
+    return re.sub(r"\s+", " ", proc.stdout).replace("''", "'")
+
+
+def report_when(bed, vm, host, ok, timeout=60, what="the guest's report"):
+    """The guest's last report once ok(report) holds (the guest reports each change within a second)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = report(bed, vm, host)
+        if ok(got):
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError("%s never came: last %s" % (what, got))
+        time.sleep(0.5)

@@ -3,7 +3,6 @@ UEFI NVRAM and vTPM state byte for byte, CPU topology and pins element by elemen
 refusals for what a move cannot carry yet (snapshots, managed save, encrypted TPM state, block and
 pool disks)."""
 
-import re
 import xml.etree.ElementTree as ET
 
 from resize_lib import (
@@ -15,6 +14,7 @@ from resize_lib import (
     playbook,
     record,
     report,
+    said,
     sh,
     sha256,
     transfer_keys,
@@ -44,11 +44,6 @@ def cpu_of(root):
 
 def dumpxml(bed, host, vm):
     return ET.fromstring(sh(bed, host, "virsh -c qemu:///system dumpxml --inactive %s" % vm))
-
-
-def said(proc):
-    """The run's output as one line (the YAML callback folds long messages and doubles quotes)."""
-    return re.sub(r"\s+", " ", proc.stdout).replace("''", "'")
 
 
 def untouched(bed, vm, power="shut off"):
@@ -367,15 +362,16 @@ def test_checkpoints_are_refused_up_front_naming_them(bed, guest):
     sh(bed, "hv1", "virsh -q -c qemu:///system checkpoint-delete %s nightly" % vm)
 
 
-def test_hotplug_settings_are_dropped_with_a_warning_and_all_vcpus_run(bed, guest):
+def test_the_size_is_what_runs_and_the_hot_plug_ceiling_is_kept_or_dropped_on_request(bed, guest):
     vm = guest("it-vcur", start=False, vcpus=2, memory_mb=128, disk_gb=1)
     redefine(bed, vm, lambda root: root.find("vcpu").set("current", "1"))
     sh(bed, "hv1", "virsh -q -c qemu:///system start %s" % vm)
     assert report(bed, vm, "hv1")["nproc"] == "1"
-    proc = playbook(bed, "resize.yml", check=True, instance=vm, flavor="m1.small", target_host="hv2")
-    assert "<vcpu current='1'> dropped: all the flavor's vCPUs will be online at boot" in said(proc)
+    proc = playbook(bed, "resize.yml", check=True, instance=vm, flavor="m1.small", target_host="hv2",
+                    resize_max_vcpus=0, resize_max_memory_mb=0)
+    assert "before: 1 vCPU, 128 MiB" in said(proc), "the size is <vcpu current>, not the ceiling"
     vcpu = dumpxml(bed, "hv2", vm).find("vcpu")
-    assert vcpu.get("current") is None and vcpu.text == "2"
+    assert vcpu.get("current") is None and vcpu.text == "2", "resize_max_vcpus=0: no ceiling"
     assert report(bed, vm, "hv2")["nproc"] == "2"
     playbook(bed, "revert.yml", check=True, instance=vm)
     assert dumpxml(bed, "hv1", vm).find("vcpu").get("current") == "1", "revert gives back the definition as it was"

@@ -154,8 +154,8 @@ def guest_xml(vm, vm_uuid, disk, fmt):
     """The bed's guest definition (tests/testbed/lib/guest-domain.xml.in) with this disk."""
     with open(GUEST_XML) as fh:
         xml = fh.read()
-    for key, value in {"NAME": vm, "UUID": vm_uuid, "MEMORY_MB": "128", "VCPUS": "1", "DISK": disk,
-                       "FORMAT": fmt}.items():
+    for key, value in {"NAME": vm, "UUID": vm_uuid, "MAX_MEMORY_MB": "128", "MEMORY_MB": "128", "VCPUS": "1",
+                       "VCPU_ATTR": "", "CMDLINE_EXTRA": "", "DISK": disk, "FORMAT": fmt}.items():
         xml = xml.replace("@%s@" % key, value)
     return xml
 

@@ -16,7 +16,7 @@ URI = "qemu:///system"
 GIB = 1024**3
 REPORT_RE = re.compile(
     r"^HVR-REPORT nproc=(?P<nproc>\d+) memtotal_kb=(?P<memtotal_kb>\d+) "
-    r"disk_bytes=(?P<disk_bytes>\d+) boot_count=(?P<boot_count>\d+)$"
+    r"disk_bytes=(?P<disk_bytes>\d+) boot_count=(?P<boot_count>\d+) uptime_s=(?P<uptime_s>\d+)\.\d+$"
 )
 
 
