@@ -48,7 +48,13 @@ PARTS = (
          "cpuset kept (new vCPUs follow it); pins of vCPUs that go removed; other per-vCPU tuning naming gone "
          "vCPUs refused", "`resized_model`"),
     Part("numa", "NUMA cells", "split evenly, or refused", "`resized_model`"),
-    Part("hotplug", "`<vcpu current>`, `<vcpus>`, `<maxMemory>`", "dropped, with a warning", "`model_from_xml`"),
+    Part("hotplug", "`<vcpu current>`, `<currentMemory>`; `<vcpu>`, `<memory>` above them",
+         "the VM's size is `current` and `<currentMemory>`; the maxima are hot-plug ceilings, written anew for the "
+         "destination (`resize_max_vcpus`, `resize_max_memory_mb`; none with a topology or NUMA cells)",
+         "`model_from_xml`, `live.ceilings`"),
+    Part("hotplug-extra", "`<vcpus>`, `<maxMemory>` (memory hot-plug slots)",
+         "dropped, with a warning (`<vcpus>` only when it enables other vCPUs than the first `current`)",
+         "`model_from_xml`"),
     Part("autostart", "autostart",
          "carried; off on the source from the power-off on, back on after a revert", "migrate, finish, settle"),
     Part("snapshots", "libvirt snapshots", "refused, named (their records are not carried yet)",
