@@ -176,6 +176,38 @@ def test_guest_raw_disk_and_flavor(bed, guest_name):
     assert bed.ssh("hv2", f"ls /var/lib/libvirt/images/{guest_name}.raw", check=False).returncode != 0
 
 
+def test_guest_takes_hot_plug_and_reports_each_change(bed, guest_name):
+    bed.run("guest", guest_name, "--host", "hv3", "--max-vcpus", "2", "--max-memory-mb", "256",
+            "--disk-gb", "1")
+    xml = bed.ssh("hv3", f"virsh -c {URI} dumpxml --inactive {guest_name}").stdout
+    assert "<vcpu placement='static' current='1'>2</vcpu>" in xml and "<memory unit='KiB'>262144</memory>" in xml
+
+    def last():
+        return parse_report(bed.run("report", guest_name, "--host", "hv3").stdout)
+
+    # The balloon driver gives back what is above <currentMemory> shortly after boot.
+    wait_for(lambda: last()["memtotal_kb"] <= 128 * 1024, 30, "the balloon to reach 128 MiB")
+    first = last()
+    bed.ssh("hv3", f"virsh -q -c {URI} setvcpus {guest_name} 2 --live && "
+                   f"virsh -q -c {URI} setmem {guest_name} 256M --live && "
+                   f"virsh -q -c {URI} blockresize {guest_name} vda 2G")
+    wait_for(lambda: (last()["nproc"], last()["disk_bytes"]) == (2, 2 * GIB)
+             and last()["memtotal_kb"] > first["memtotal_kb"] + 100 * 1024, 30, "the guest to report the change")
+    now = last()
+    assert now["boot_count"] == 1 and now["uptime_s"] >= first["uptime_s"]
+
+
+def test_guest_without_balloon_driver_keeps_all_its_memory(bed, guest_name):
+    bed.run("guest", guest_name, "--host", "hv3", "--max-memory-mb", "256", "--guest-flags", "noballoon")
+    time.sleep(2)
+    rep = parse_report(bed.run("report", guest_name, "--host", "hv3").stdout)
+    assert rep["memtotal_kb"] > 200 * 1024
+    stat = bed.ssh("hv3", f"virsh -c {URI} dommemstat {guest_name}").stdout
+    assert "actual 262144" in stat
+    bad = bed.run("guest", guest_name + "x", "--host", "hv3", "--guest-flags", "nosuch", check=False)
+    assert bad.returncode != 0 and "--guest-flags takes noballoon and/or noonline" in bad.stderr
+
+
 def test_report_without_guest_fails(bed):
     proc = bed.run("report", "hvrt-no-such-guest", "--host", "hv3", check=False)
     assert proc.returncode != 0
