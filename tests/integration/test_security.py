@@ -33,6 +33,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 from resize_lib import (
+    GIB,
     HOSTS,
     REPO,
     STATE_DIR,
@@ -430,3 +431,33 @@ def test_qemu_commandline_is_refused_unless_allowed(bed, guest):
     assert where(bed, vm) == {"hv1": "shut off", "hv2": "shut off"}
     xml = sh(bed, "hv2", "virsh -c qemu:///system dumpxml --inactive %s" % vm)
     assert "<qemu:arg value='evil'/>" in xml or '<qemu:arg value="evil"/>' in xml, xml
+
+
+def test_a_live_resize_grows_only_the_vms_own_disk_from_its_own_definition(bed, guest):
+    """L1: the disks a live resize grows are the running domain's own, by target and path, at the
+    planned size and growing; anything else is refused with nothing changed."""
+    vm = guest("it-sec-live", vcpus=1, memory_mb=128, disk_gb=1, max_vcpus=2, max_memory_mb=256)
+    vm_uuid = sh(bed, "hv1", "virsh -q -c qemu:///system domuuid %s" % vm).strip()
+    other = guest("it-sec-live2", start=False, disk_gb=1)
+    base = {"instance": vm, "uuid": vm_uuid, "migration_id": str(uuid.uuid4()), "old_flavor": {"vcpus": 1, "memory_mb": 128},
+            "flavor": {"vcpus": 1, "memory_mb": 128, "root_gb": 2}}
+    attacks = [
+        ({"target": "vda", "path": "/etc/shadow", "before": GIB, "after": 2 * GIB}, "is not a disk of the VM here"),
+        ({"target": "vda", "path": IMG % other, "before": GIB, "after": 2 * GIB}, "is not a disk of the VM here"),
+        ({"target": "vdz", "path": IMG % vm, "before": GIB, "after": 2 * GIB}, "is not a disk of the VM here"),
+        ({"target": "vda", "path": IMG % vm, "before": GIB, "after": GIB // 2}, "grows it to"),
+        ({"target": "vda", "path": IMG % vm, "before": 2 * GIB, "after": 3 * GIB}, "the plan started from"),
+    ]
+    for disk, why in attacks:
+        proc, result = adhoc(bed, "hv1", "hypervisor.resize.virt_live_resize", dict(base, disks=[disk]))
+        assert proc.returncode != 0 and why in result["msg"], (disk, result)
+    proc, result = adhoc(bed, "hv1", "hypervisor.resize.virt_live_resize",
+                         dict(base, uuid=str(uuid.uuid4()), disks=[]))
+    assert proc.returncode != 0 and "the VM here has UUID" in result["msg"]
+    proc, result = adhoc(bed, "hv1", "hypervisor.resize.virt_live_resize",
+                         dict(base, old_flavor={"vcpus": 2, "memory_mb": 128}, disks=[]))
+    assert proc.returncode != 0 and "the VM changed since the plan was made" in result["msg"]
+    # Nothing changed: both disks as they were, no record.
+    for name in (vm, other):
+        assert json.loads(sh(bed, "hv1", "qemu-img info -U --output=json %s" % (IMG % name)))["virtual-size"] == GIB
+    assert record(bed, "hv1", vm) is None
