@@ -39,7 +39,7 @@ PROFILES = {
     "full": {"virtual": 8 * GIB, "data": 1 * GIB, "runs": 3, "mem_sizes": (1 * GIB, 4 * GIB),
              "dt_data": 512 * MIB, "dt_runs": 3, "sched_sizes": (1000, 10000, 100000), "sched_repeats": 5},
 }
-BENCHMARKS = ("scheduler", "copy", "memory", "downtime", "batch")
+BENCHMARKS = ("scheduler", "copy", "memory", "downtime", "live", "batch")
 TESTS_PATTERN = "pytest.*tests/integration|molecule (test|converge|create|verify)"
 
 
@@ -236,6 +236,8 @@ def main(argv):
                     wrong |= bench("1/5 copy", lambda: _copy(report, trust, profile, only))
                 if "downtime" in only:
                     wrong |= bench("2 downtime", lambda: _downtime(report, trust, profile, workdir))
+        if "live" in only:
+            wrong |= bench("6 live", lambda: _live(report, profile, workdir))
         if "batch" in only:
             wrong |= bench("4 batch", lambda: _batch(report, profile, workdir))
     except KeyboardInterrupt:
@@ -310,6 +312,11 @@ def _copy(report, trust, profile, only):
 def _downtime(report, trust, profile, workdir):
     from .downtime import run_downtime
     run_downtime(report, trust, profile, workdir)
+
+
+def _live(report, profile, workdir):
+    from .live import run_live
+    run_live(report, profile, workdir)
 
 
 def _batch(report, profile, workdir):

@@ -6,7 +6,8 @@
 # runs `poweroff -f`. A boot counter lives as ASCII digits in sector 0 of /dev/vda (all zeros = 0),
 # so a disk that travelled with the guest shows it; uptime_s shows that nothing rebooted.
 # Kernel command line flags (bed guest --guest-flags): hvr.noballoon (no virtio_balloon driver: a
-# guest that cannot take a memory change), hvr.noonline (hot-plugged vCPUs stay offline).
+# guest that cannot take a memory change), hvr.noonline (hot-plugged vCPUs stay offline),
+# hvr.heartbeat (an "HVR-TICK <uptime>" line every 0.1 s: a pause of the guest shows as a gap).
 /bin/busybox --install -s /bin
 export PATH=/bin
 
@@ -65,6 +66,9 @@ report "$last"
 # busybox acpid reads /dev/input/event* and runs <confdir>/PWRF/00000080 on the power button.
 acpid -c /etc/acpi -l /dev/null
 say "HVR-READY"
+if flag heartbeat; then
+    while :; do say "HVR-TICK $(cut -d' ' -f1 /proc/uptime)"; sleep 0.1; done &
+fi
 while :; do
     sleep 0.5
     online_cpus
