@@ -17,9 +17,10 @@ import os
 import shutil
 
 from . import live, parts
+from . import plan as plan_mod
 from . import record as record_mod
 from . import state as state_mod
-from ._transfer import keys, local
+from ._transfer import keys, local, markers
 from ._transfer.wire import PART_SUFFIX
 from .connection import Connection, get_record, hostname, inactive_xml, libvirt, libvirt_error, set_record, state_of
 from .domain import check_domain_name, own_files
@@ -66,7 +67,6 @@ def revert_destination(params, check_mode):
     name = check_domain_name(params["instance"])
     mid = state_mod.check_id(params["migration_id"])
     host = hostname()
-    actions = []
     with Connection(params["uri"]) as c:
         srec = state_mod.read_record(params["state_dir"], mid)
         vm_uuid = (srec or {}).get("uuid")
@@ -76,7 +76,7 @@ def revert_destination(params, check_mode):
         with _vm_lock(params, vm_uuid, "revert", check_mode, name, host), \
                 _no_receiver(params, mid, check_mode, name, host):
             dom = c.find(name)  # again, under the lock: a finish may have defined it meanwhile
-            return _revert_destination(params, check_mode, c, dom, name, mid, host, actions)
+            return _revert_destination(params, check_mode, c, dom, name, mid, host)
 
 
 @contextlib.contextmanager
@@ -99,7 +99,7 @@ def _no_receiver(params, mid, check_mode, name, host):
         os.close(fd)
 
 
-def _revert_destination(params, check_mode, c, dom, name, mid, host, actions):
+def _revert_destination(params, check_mode, c, dom, name, mid, host):
     drec = get_record(dom) if dom is not None else None
     srec = state_mod.read_record(params["state_dir"], mid)
     ours = drec if (drec or {}).get("id") == mid else None
@@ -113,51 +113,66 @@ def _revert_destination(params, check_mode, c, dom, name, mid, host, actions):
     # (only this host writes that record: X2): the domain carrying this id is the VM. Never remove it.
     if (srec and srec.get("same_host")) or (ours and ours.get("same_host") and ours.get("source") == host):
         return revert_in_place(params, check_mode, c, dom, ours)
-    if dom is not None:
-        rec = drec
-        if rec and rec.get("id") == mid:
-            actions.append("remove domain %s" % name)
-            if not check_mode:
-                # Ours (prep proved no TPM state for this UUID was here, and no other migration of it
-                # is open): libvirt removes whatever TPM state it made for it here.
-                _remove_domain(dom, name, keep_tpm=False)
-    files = []
+    obs = _observe_destination(params, dom, drec, srec, name, mid)
+    steps = revert_destination_plan(obs)
+    if check_mode:
+        return {"changed": bool(steps), "actions": [text for _kind, text, _arg in steps], "host": host}
+    todo = {
+        # Ours (prep proved no TPM state for this UUID was here, and no other migration of it is
+        # open): libvirt removes whatever TPM state it made for it here.
+        "domain": lambda _arg: _remove_domain(dom, name, keep_tpm=False),
+        "file": local.safe_unlink,
+        "dir": shutil.rmtree,
+        "marker": lambda path: markers.remove_markers([path]),
+        "key": lambda _arg: keys.edit_authorized_keys(params["authorized_keys"], remove_id=mid),
+        "claim": lambda _arg: state_mod.remove(params["state_dir"], mid),
+    }
+    done = plan_mod.execute([plan_mod.Step(kind, text, apply=(lambda k=kind, a=arg: todo[k](a)))
+                             for kind, text, arg in steps])
+    if not done["ok"]:
+        raise done["error"]
+    return {"changed": bool(steps), "actions": [text for _kind, text, _arg in steps], "host": host}
+
+
+def _observe_destination(params, dom, drec, srec, name, mid):
+    """What a revert on the destination finds there (only this migration's things): read, never
+    changed."""
     allowed_path = os.path.join(state_mod.migration_dir(params["state_dir"], mid), "allowed.json")
     allowed = []
     if os.path.exists(allowed_path):
         with open(allowed_path) as fh:
             allowed = list(json.load(fh))  # the paths prep let the receiver write
-    for entry in state_mod.received(params["state_dir"], mid):
-        files.append(entry["path"])
-    files += [p + PART_SUFFIX for p in allowed + files]
-    for path in sorted(set(files)):
-        if os.path.lexists(path):
-            actions.append("delete %s" % path)
-            if not check_mode:
-                local.safe_unlink(path)
-    # Directories prep made for state files (a vTPM's): named in its record before they were made,
-    # proven absent before (P4), so all that is in them is this migration's.
-    for entry in (srec or {}).get("made_dirs") or []:
-        if made_here(entry, srec.get("uuid")):
-            actions.append("delete %s/" % entry["path"])
-            if not check_mode:
-                shutil.rmtree(entry["path"])
-    # Disks on shared storage are never deleted here: they are the source's disks (revert_source
-    # puts its backup back over them). Only our markers go.
-    for path in (srec or {}).get("markers") or []:
-        if os.path.lexists(path):
-            actions.append("delete marker %s" % path)
-    if not check_mode:
-        remove_markers(srec or {})
-    if keys.has_key(params["authorized_keys"], mid):
-        actions.append("revoke transfer key")
-        if not check_mode:
-            keys.edit_authorized_keys(params["authorized_keys"], remove_id=mid)
-    if os.path.isdir(state_mod.migration_dir(params["state_dir"], mid)):
-        actions.append("release claim")
-        if not check_mode:
-            state_mod.remove(params["state_dir"], mid)
-    return {"changed": bool(actions), "actions": actions, "host": host}
+    received = [entry["path"] for entry in state_mod.received(params["state_dir"], mid)]
+    files = received + [p + PART_SUFFIX for p in allowed + received]
+    return {
+        "name": name,
+        "domain_ours": dom is not None and (drec or {}).get("id") == mid,
+        "files": sorted(p for p in set(files) if os.path.lexists(p)),
+        # Directories prep made for state files (a vTPM's): named in its record before they were
+        # made, proven absent before (P4), so all that is in them is this migration's.
+        "made_dirs": [e["path"] for e in (srec or {}).get("made_dirs") or [] if made_here(e, srec.get("uuid"))],
+        "markers": [p for p in (srec or {}).get("markers") or []
+                    if os.path.lexists(p) or os.path.lexists(p + ".tmp")],
+        "key": keys.has_key(params["authorized_keys"], mid),
+        "claim": os.path.isdir(state_mod.migration_dir(params["state_dir"], mid)),
+    }
+
+
+def revert_destination_plan(obs):
+    """The steps of a revert on the destination, from what it found there (pure): [(kind, text,
+    argument)]. Disks on shared storage are never among them: they are the source's disks (its
+    revert puts its backup back over them); only our markers go."""
+    steps = []
+    if obs["domain_ours"]:
+        steps.append(("domain", "remove domain %s" % obs["name"], None))
+    steps += [("file", "delete %s" % path, path) for path in obs["files"]]
+    steps += [("dir", "delete %s/" % path, path) for path in obs["made_dirs"]]
+    steps += [("marker", "delete marker %s" % path, path) for path in obs["markers"]]
+    if obs["key"]:
+        steps.append(("key", "revoke transfer key", None))
+    if obs["claim"]:
+        steps.append(("claim", "release claim", None))
+    return steps
 
 
 def revert_in_place(params, check_mode, c, dom, drec):

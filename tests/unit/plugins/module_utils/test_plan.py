@@ -47,3 +47,19 @@ def test_what_cannot_be_undone_is_named_and_the_rest_is_still_undone():
 def test_the_plan_reads_without_running_anything():
     log = []
     assert plan.describe(steps(log)) == ["step a", "step b", "step c", "step d"] and log == []
+
+
+def test_a_revert_on_the_destination_is_a_plan_read_from_what_is_there():
+    from ansible_collections.hypervisor.resize.plugins.module_utils.settle import revert_destination_plan
+    nothing = {"name": "web01", "domain_ours": False, "files": [], "made_dirs": [], "markers": [], "key": False,
+               "claim": False}
+    assert revert_destination_plan(nothing) == []
+    everything = dict(nothing, domain_ours=True, files=["/i/web01.qcow2", "/i/web01.qcow2.hvresize-part"],
+                      made_dirs=["/var/lib/libvirt/swtpm/u"], markers=["/s/.hvresize-shared-m"], key=True, claim=True)
+    got = revert_destination_plan(everything)
+    assert [text for _k, text, _a in got] == [
+        "remove domain web01", "delete /i/web01.qcow2", "delete /i/web01.qcow2.hvresize-part",
+        "delete /var/lib/libvirt/swtpm/u/", "delete marker /s/.hvresize-shared-m", "revoke transfer key",
+        "release claim"]
+    # The domain goes first (it uses the files), the claim last (a revert stopped half-way finds it again).
+    assert got[0][0] == "domain" and got[-1][0] == "claim"
