@@ -51,11 +51,10 @@ class Ticks:
         self.thread.join(2)
 
     def longest_gap(self, start, end):
-        """The longest time without a tick between start and end (wall clock), and where it ended."""
-        times = [t for t, _i in self.arrivals]
+        """The longest time without a tick between start and end (wall clock)."""
+        times = [t for t, _host in self.arrivals]
         inside = [start] + [t for t in times if start <= t <= end] + [end]
-        gaps = [(b - a, b) for a, b in zip(inside, inside[1:])]
-        return max(gaps) if gaps else (end - start, end)
+        return max(b - a for a, b in zip(inside, inside[1:]))
 
 
 def report_of(host):
@@ -79,22 +78,22 @@ def run_live(report, profile, workdir):
         ticks = Ticks(consoles)
         try:
             time.sleep(2)  # a baseline of ticks
-            base_gap, _ = ticks.longest_gap(time.time() - 2, time.time())
+            base_gap = ticks.longest_gap(time.time() - 2, time.time())
             live = playbook("resize.yml", os.path.join(workdir, "live.jsonl"), instance=NAME, flavor="m1.small",
                             mode="live", confirm="true")
             if live["rc"] != 0:
                 raise BenchError("live resize failed: %s" % failure_summary(live))
             time.sleep(1)
-            live_gap, _ = ticks.longest_gap(live["start"], live["end"])
+            live_gap = ticks.longest_gap(live["start"], live["end"])
             after_live = report_of("hv1")
             cold = playbook("resize.yml", os.path.join(workdir, "cold.jsonl"), instance=NAME, flavor="m1.medium",
                             mode="cold", target_host="hv2", confirm="true")
             if cold["rc"] != 0:
                 raise BenchError("cold resize failed: %s" % failure_summary(cold))
             deadline = time.time() + 60
-            while not any(i == 1 for _t, i in ticks.arrivals if _t > cold["start"]) and time.time() < deadline:
+            while not any(host == 1 and t > cold["start"] for t, host in ticks.arrivals) and time.time() < deadline:
                 time.sleep(0.1)
-            cold_gap, _ = ticks.longest_gap(cold["start"], time.time())
+            cold_gap = ticks.longest_gap(cold["start"], time.time())
             after_cold = report_of("hv2")
         finally:
             ticks.stop()

@@ -192,8 +192,7 @@ def resize_schedule(results, source, instance, flavor, host_options=None, target
                     reasons.append("bridge %s missing" % src.get("bridge"))
                 if nic.get("type") == "network" and src.get("network") not in hv.get("networks", []):
                     reasons.append("libvirt network %s missing" % src.get("network"))
-            limits = {k: opts[k] for k in ("cpu_allocation_ratio", "ram_allocation_ratio", "disk_allocation_ratio",
-                                           "reserved_host_memory_mb") if opts.get(k) is not None}
+            limits = _limits(opts)
             need = request
             if host == source:
                 # In place: the VM's current size is already counted here; only the increase is new.
@@ -228,6 +227,12 @@ def resize_schedule(results, source, instance, flavor, host_options=None, target
                              or "no hypervisors"))
     return {"host": ranked[0][0], "ranked": [h for h, _hv in ranked], "rejected": rejected, "request": request,
             "explain": ["%s: %s" % (h, "; ".join(r)) for h, r in sorted(rejected.items())]}
+
+
+def _limits(opts):
+    """A host's own capacity settings among its options (host variables)."""
+    return {k: opts[k] for k in ("cpu_allocation_ratio", "ram_allocation_ratio", "disk_allocation_ratio",
+                                 "reserved_host_memory_mb") if opts.get(k) is not None}
 
 
 HOST_OPTION_VARS = {
@@ -270,7 +275,8 @@ def resize_migration(results, instance):
         for host, rec in hosts.items():
             if rec.get("dest") == host and rec.get("status") in ("finished", "confirming"):
                 dest = host
-            elif rec.get("source") == host and rec.get("status") in ("post-migrating", "migrating", "error"):
+            elif rec.get("source") == host and rec.get("status") in ("post-migrating", "migrating", "error",
+                                                                     "reverting"):
                 source = host
         if dest or source:
             any_rec = next(iter(hosts.values()))
@@ -396,17 +402,24 @@ def resize_plan_filter(instance, flavor, cpu_topology="scale"):
 def resize_path(results, source, instance, plan, flavor, mode="auto", host_options=None, target_host=None,
                 weights=None, allow_host_access=None, timeout=60):
     """Live or cold, and why (live.decide): live when the VM runs, the change fits its hot-plug
-    ceilings, and its own host takes the increase by the scheduler's rules (resize_schedule with the
-    source as the only target). {path, why, steps, disks}."""
+    ceilings, and its own host (not in maintenance, not disabled) takes the increase: the new
+    vCPUs and memory, and what its disks grow by (nothing is copied). {path, why, steps, disks}."""
     if mode not in live.MODES:
         raise ResizeError("resize_mode must be one of %s, got %r" % (", ".join(live.MODES), mode))
     host_reasons = []
     if mode != "cold" and instance.get("state") == "running" and (not target_host or target_host == source):
-        try:
-            resize_schedule(results, source, instance, flavor, host_options=host_options, target_host=source,
-                            allow_same_host=True, weights=weights, allow_host_access=allow_host_access)
-        except ResizeError as exc:
-            host_reasons = [exc.msg]
+        hv = (_facts(results).get(source) or {}).get("hypervisor") or {}
+        opts = (host_options or {}).get(source) or {}
+        if opts.get("maintenance"):
+            host_reasons.append("in maintenance (hypervisor_maintenance is set)")
+        elif opts.get("enabled") is False:
+            host_reasons.append("disabled (hypervisor_enabled is false)")
+        else:
+            before, after = plan["before"], plan["after"]
+            need = {"vcpus": max(after["vcpus"] - before["vcpus"], 0),
+                    "memory_mb": max(after["memory_mb"] - before["memory_mb"], 0),
+                    "disk_bytes": sum(d["after"] - d["before"] for d in live.live_disks(instance, plan))}
+            host_reasons = capacity_reasons(dict(hv, **_limits(opts)), need)
     return live.decide(instance, plan, mode, timeout=timeout, host_reasons=host_reasons, target_host=target_host,
                        source=source)
 
@@ -452,7 +465,8 @@ def resize_due(results, window_seconds, now):
                 continue
             # The source must agree (its record of the same migration, copy done): the destination
             # alone cannot make a resize due, and its clock counts only from the source's word.
-            src = sources.get((dom["name"], rec.get("id"), rec.get("source")))
+            # In place (live, or a same-host resize): the one record is both ends' word.
+            src = rec if rec.get("source") == host else sources.get((dom["name"], rec.get("id"), rec.get("source")))
             if not src:
                 continue
             age = min(ref - _parse_time(rec["updated"]), ref - _parse_time(src["updated"])).total_seconds()

@@ -317,8 +317,9 @@ def resized_model(xml, vcpus, memory_mb, cpu_topology="scale"):
         if not isinstance(child.tag, str) or child.tag in _SIZED or child.tag == "maxMemory":
             continue
         if child.tag == "cpu":
+            # NUMA cells describe the maxima (<vcpu>, <memory>), which the template writes as the new size.
             _resize_cpu_element(child, name, vcpus, memory_mb, cpu_topology, warnings,
-                                changed=(vcpus, memory_mb) != (model["vcpus"], model["memory_mb"]))
+                                changed=(vcpus, memory_mb) != (model["max_vcpus"], model["max_memory_mb"]))
         elif child.tag == "cputune":
             _resize_cputune(child, name, vcpus, warnings)
         sections.append(_text(child))

@@ -94,6 +94,8 @@ def describe_instance(dom, state_dir=None):
         "state": state_of(dom),
         "vcpus": model["vcpus"],
         "memory_mb": model["memory_mb"],
+        # What QEMU runs now (after a live revert it may run more than its definition says).
+        "running_vcpus": dom.vcpusFlags(libvirt.VIR_DOMAIN_AFFECT_LIVE) if dom.isActive() else None,
         "disks": disks,
         "root_disk": root,
         "copy_disks": copy_disks(disks),

@@ -15,13 +15,17 @@ docs/architecture.md, "Live resize".
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 
 from . import plan as plan_mod
 from . import record as record_mod
 from . import state as state_mod
+from . import storage
+from ._policy import SECURITY_DOC
 from .connection import Connection, get_record, hostname, inactive_xml, libvirt, libvirt_error, set_record, wait_until
-from .domain import check_domain_name, model_from_xml, normalize, parse_xml
+from .domain import check_domain_name, model_from_xml, normalize, parse_xml, to_bytes
 from .errors import ResizeError, ValidationError, WaitTimeout
 from .flavor import GIB, MIB, capacity_reasons, normalize_flavor
 
@@ -50,6 +54,28 @@ def balloon(root):
     return mb is None or mb.get("model") != "none"
 
 
+def whole_memory(root):
+    """What makes QEMU allocate or pin all of a VM's <memory> whatever its balloon says, or makes
+    the balloon give memory back by itself: then a ceiling above the flavor would be memory the VM
+    holds but no claim counts. None when there is nothing of the kind."""
+    backing = root.find("memoryBacking")
+    if backing is not None:
+        for tag in ("hugepages", "locked"):
+            if backing.find(tag) is not None:
+                return "<memoryBacking><%s>" % tag
+        alloc = backing.find("allocation")
+        if alloc is not None and alloc.get("mode") == "immediate":
+            return "<memoryBacking><allocation mode='immediate'>"
+    if root.find("./devices/hostdev") is not None:
+        return "a <hostdev> (a device's DMA pins all of the guest's memory)"
+    if root.find("launchSecurity") is not None:
+        return "<launchSecurity> (encrypted memory is pinned)"
+    mb = root.find("./devices/memballoon")
+    if mb is not None and mb.get("autodeflate") == "on":
+        return "<memballoon autodeflate='on'> (the guest takes memory back by itself)"
+    return None
+
+
 def live_disks(instance, plan):
     """The disks a live resize grows: [{target, path, before, after, role}]."""
     out = []
@@ -61,11 +87,15 @@ def live_disks(instance, plan):
     return out
 
 
-def refusals(model, root, state, changes):
-    """Why this change cannot be made to the running VM live; [] when it can."""
+def refusals(model, root, state, changes, running_vcpus=None):
+    """Why this change cannot be made to the running VM live; [] when it can. `running_vcpus`: what
+    QEMU runs now, when the host said (after a live revert it may run more than its definition)."""
     why = []
     if state != "running":
         why.append("the VM is %s: only a running VM is resized live" % (state or "in an unknown state"))
+    elif running_vcpus is not None and running_vcpus != model["vcpus"]:
+        why.append("the running VM has %d vCPUs, its definition %d (it gets the definition's at its next restart)"
+                   % (running_vcpus, model["vcpus"]))
     if "vcpus" in changes:
         old, new = changes["vcpus"]
         if new < old:
@@ -74,7 +104,9 @@ def refusals(model, root, state, changes):
             why.append("%d vCPUs exceed the VM's hot-plug ceiling of %d (<vcpu>)" % (new, model["max_vcpus"]))
     if "memory_mb" in changes:
         old, new = changes["memory_mb"]
-        if not balloon(root):
+        if new < old:
+            why.append("less memory (%d -> %d MiB): memory is not taken away from a running guest" % (old, new))
+        elif not balloon(root):
             why.append("memory %d -> %d MiB: the VM has no memory balloon (<memballoon model='none'>)" % (old, new))
         elif new > model["max_memory_mb"]:
             why.append("%d MiB of memory exceed the VM's ceiling of %d MiB (<memory>)" % (new, model["max_memory_mb"]))
@@ -96,9 +128,11 @@ def step_texts(before, after, disks, timeout):
     if after["vcpus"] != before["vcpus"]:
         out.append(("vcpus", "vCPUs %d -> %d (hot-plug, in the running VM and its definition)"
                     % (before["vcpus"], after["vcpus"])))
-        out.append(("vcpus-taken", "wait up to %ds for QEMU to run %d vCPUs" % (timeout, after["vcpus"])))
+        out.append(("vcpus-taken", "wait up to %ds for QEMU to run %d vCPUs (the guest onlines them itself)"
+                    % (timeout, after["vcpus"])))
     for d in disks:
-        out.append(("disk:" + d["target"], "%s disk %s %s -> %s (grown in place; a revert leaves it grown)"
+        out.append(("disk:" + d["target"], "%s disk %s %s -> %s when the resize is confirmed (grown in place, "
+                                           "live; until then a revert has nothing to undo there)"
                     % (d["role"], d["target"], _size(d["before"]), _size(d["after"]))))
     return out
 
@@ -117,7 +151,7 @@ def decide(instance, plan, mode="auto", timeout=60, host_reasons=None, target_ho
     root = parse_xml(instance["xml"])
     model = model_from_xml(instance["xml"])
     changes = plan.get("changes") or {}
-    why = refusals(model, root, instance.get("state"), changes)
+    why = refusals(model, root, instance.get("state"), changes, instance.get("running_vcpus"))
     if target_host and source and target_host != source:
         why.append("resize_target_host is %s, another host: a move is cold" % target_host)
     why += ["the VM's host %s cannot take the increase: %s" % (source, r) for r in host_reasons or []]
@@ -167,7 +201,12 @@ def ceilings(xml, flavor, flavors, host, max_vcpus=CEILING_AUTO, max_memory_mb=C
     until used. None where the definition could not carry one (a CPU topology or NUMA cells, which
     libvirt ties to the maximum; no memory balloon)."""
     flavor = normalize_flavor(flavor, flavor.get("name"))
-    known = [normalize_flavor(v, k) for k, v in sorted((flavors or {}).items())]
+    known = []
+    for key, value in sorted((flavors or {}).items()):
+        try:
+            known.append(normalize_flavor(value, key))
+        except ValidationError:
+            continue  # a flavor nobody asked for is not this resize's business (lookup_flavor checks the one asked)
     vcpus = _ceiling(max_vcpus, "vcpus", flavor, known, int(host.get("cpus") or flavor["vcpus"]), "resize_max_vcpus")
     memory = _ceiling(max_memory_mb, "memory_mb", flavor, known, int(host.get("memory_mb") or flavor["memory_mb"]),
                       "resize_max_memory_mb")
@@ -179,9 +218,9 @@ def ceilings(xml, flavor, flavors, host, max_vcpus=CEILING_AUTO, max_memory_mb=C
             warnings.append("no vCPU hot-plug ceiling: the VM's %s ties the maximum to its vCPUs; the next vCPU "
                             "change is cold" % ("NUMA cells" if numa else "<cpu><topology>"))
             vcpus = flavor["vcpus"]
-        if memory > flavor["memory_mb"] and (numa or not balloon(root)):
-            warnings.append("no memory ceiling: the VM has %s; the next memory change is cold"
-                            % ("NUMA cells" if numa else "no memory balloon"))
+        why = "NUMA cells" if numa else ("no memory balloon" if not balloon(root) else whole_memory(root))
+        if memory > flavor["memory_mb"] and why:
+            warnings.append("no memory ceiling: the VM has %s; the next memory change is cold" % why)
             memory = flavor["memory_mb"]
     return {"vcpus": vcpus, "memory_mb": memory, "warnings": warnings}
 
@@ -233,6 +272,9 @@ def apply(params, check_mode):
     mid = state_mod.check_id(params["migration_id"])
     host = hostname()
     new = normalize_flavor(params["flavor"], params["flavor"].get("name"))
+    if int(params["verify_timeout"]) < 1:
+        raise ValidationError("verify_timeout must be at least 1 second, got %s" % params["verify_timeout"],
+                              domain=name, host=host)
     with Connection(params["uri"]) as c:
         dom = c.find(name)
         if dom is None:
@@ -241,23 +283,31 @@ def apply(params, check_mode):
             raise ValidationError("the VM here has UUID %s, not %s" % (dom.UUIDString(), params["uuid"]),
                                   domain=name, host=host)
         lock = state_mod.vm_lock(params["state_dir"], params["uuid"], "live resize", mid, name, host) \
-            if not check_mode else _null()
+            if not check_mode else contextlib.nullcontext()
         with lock:
-            return _apply(params, check_mode, c, dom, name, mid, host, new)
+            return _apply(params, check_mode, dom, name, mid, host, new)
 
 
-class _null:
-    def __enter__(self):
-        return self
+def _check_disks(dom, model, disks, name, host):
+    """L1: each disk to grow is the running domain's own disk of that target, at the planned size."""
+    by_target = {d["target"]: d for d in model["disks"] if d.get("target")}
+    for d in disks:
+        mine = by_target.get(d.get("target"))
+        if not mine or mine["path"] != d.get("path") or mine["device"] != "disk" or mine.get("type") != "file":
+            raise ValidationError("disk %s (%s) is not a disk of the VM here [rule L1, %s]"
+                                  % (d.get("target"), d.get("path"), SECURITY_DOC), domain=name, host=host)
+        capacity = dom.blockInfo(mine["path"])[0]
+        if capacity != int(d["before"]) or int(d["after"]) <= capacity:
+            raise ValidationError("disk %s is %d bytes, the plan started from %d and grows it to %d [rule L1, %s]"
+                                  % (d["target"], capacity, int(d["before"]), int(d["after"]), SECURITY_DOC),
+                                  domain=name, host=host, hint="nothing was changed; run the resize again")
 
-    def __exit__(self, *exc):
-        return False
 
-
-def _apply(params, check_mode, c, dom, name, mid, host, new):
+def _apply(params, check_mode, dom, name, mid, host, new):
     rec = get_record(dom)
     if rec and rec.get("id") == mid and rec.get("status") == "finished":
-        return {"changed": False, "migration_id": mid, "migration": rec, "msg": "already resized live"}
+        return {"changed": False, "migration_id": mid, "migration": rec, "steps": [], "msg": "already resized live",
+                "guest": {}}
     if record_mod.is_open(rec):
         raise ValidationError("migration %s of this VM is open (status %s)" % (rec.get("id"), rec.get("status")),
                               domain=name, host=host, hint="confirm or revert it first")
@@ -278,23 +328,13 @@ def _apply(params, check_mode, c, dom, name, mid, host, new):
         raise ValidationError("the VM changed since the plan was made: it has %s, the plan started from %s"
                               % (seen, want), domain=name, host=host, hint="nothing was changed; run the resize again")
     disks = params["disks"] or []
-    by_target = {d["target"]: d for d in model["disks"] if d.get("target")}
-    for d in disks:
-        mine = by_target.get(d.get("target"))
-        if not mine or mine["path"] != d.get("path"):
-            raise ValidationError("disk %s (%s) is not a disk of the VM here" % (d.get("target"), d.get("path")),
-                                  domain=name, host=host)
-        capacity = dom.blockInfo(mine["path"])[0]
-        if capacity != int(d["before"]) or int(d["after"]) <= capacity:
-            raise ValidationError("disk %s is %d bytes, the plan started from %d and grows it to %d"
-                                  % (d["target"], capacity, int(d["before"]), int(d["after"])),
-                                  domain=name, host=host, hint="nothing was changed; run the resize again")
+    _check_disks(dom, model, disks, name, host)
     changes = {}
     if new["vcpus"] != model["vcpus"]:
         changes["vcpus"] = [model["vcpus"], new["vcpus"]]
     if new["memory_mb"] != model["memory_mb"]:
         changes["memory_mb"] = [model["memory_mb"], new["memory_mb"]]
-    why = refusals(model, root, "running", changes)
+    why = refusals(model, root, "running", changes, running["vcpus"])
     if why:
         raise ValidationError("the VM cannot be resized live: %s" % "; ".join(why), domain=name, host=host,
                               hint="nothing was changed; resize_mode=auto resizes it cold")
@@ -302,57 +342,67 @@ def _apply(params, check_mode, c, dom, name, mid, host, new):
     after = {"vcpus": new["vcpus"], "memory_mb": new["memory_mb"]}
     timeout = int(params["verify_timeout"])
     texts = step_texts(before, after, disks, timeout)
+    increase = {"vcpus": max(after["vcpus"] - before["vcpus"], 0),
+                "memory_mb": max(after["memory_mb"] - before["memory_mb"], 0),
+                "disk_bytes": sum(int(d["after"]) - int(d["before"]) for d in disks)}
     diff = {"before": normalize(xml), "after": after_xml(xml, new["vcpus"], new["memory_mb"]),
             "before_header": "%s (definition)" % name, "after_header": "%s (definition, resized live)" % name}
     result = {"changed": True, "migration_id": mid, "steps": [t for _n, t in texts], "diff": diff,
               "before": before, "after": after}
     if check_mode:
+        _capacity_check(params, name, host, increase)  # reads only
         return result
-    increase = {"vcpus": max(after["vcpus"] - before["vcpus"], 0),
-                "memory_mb": max(after["memory_mb"] - before["memory_mb"], 0),
-                "disk_bytes": sum(int(d["after"]) - int(d["before"]) for d in disks)}
     rec = record_mod.new_record(name, params["uuid"], host, host, dict(old, **before), new, migration_id=mid,
                                 note="live resize on %s" % host)
-    rec.update(mode="live", same_host=True, old_power_state="running", old_autostart=False,
-               original_xml=xml, live_before=dict(before, memory_kib=before["memory_mb"] * KIB,
-                                                  disks={d["target"]: int(d["before"]) for d in disks}),
-               applied=[])
+    rec.update(mode="live", same_host=True, old_power_state="running", old_autostart=False, original_xml=xml,
+               live_before=dict(before, memory_kib=_current_kib(root)), applied=[],
+               pending_disks=[{"target": d["target"], "path": d["path"], "bytes": int(d["after"])} for d in disks])
     rec = record_mod.transition(rec, "migrating", "applying: %s" % "; ".join(t for _n, t in texts))
-    steps = _steps(dom, name, host, before, after, disks, timeout)
     with state_mod.locked(params["state_dir"]):
-        # Under the host's lock: no other resize's claim can take the room between the check and its
-        # use; once applied, the definition holds the new size, which the host's facts count.
+        # Under the host's lock: the room is checked and claimed (the claim counts until the
+        # definition holds the new size and the record is finished), so no other resize here can
+        # take it while the guest is given time to take the change.
         _capacity_check(params, name, host, increase)
         set_record(dom, rec)
+        state_mod.write_record(params["state_dir"], dict(rec, claim=dict(increase, disk_bytes=0),
+                                                         original_xml=None))
+    try:
+        steps = _steps(dom, name, host, before, after, timeout)
         outcome = plan_mod.execute([s for s in steps if not s.name.startswith("disk:")],
                                    on_done=lambda s: _note(dom, rec, s))
-    if outcome["ok"]:
-        first = [s for s in steps if not s.name.startswith("disk:")]
-        later = plan_mod.execute([s for s in steps if s.name.startswith("disk:")], on_done=lambda s: _note(dom, rec, s))
-        if not later["ok"]:
-            undone, left = plan_mod.rollback(first)
-            outcome = dict(later, done=[s.name for s in first] + later["done"], undone=later["undone"] + undone,
-                           left=later["left"] + left)
-    rec = get_record(dom) or rec
-    if not outcome["ok"]:
-        rec = record_mod.transition(rec, "error", "live resize failed at %s: %s" % (outcome["failed"],
-                                                                                   outcome["error"]))
-        rec = dict(rec, rolled_back=True, left=outcome["left"])
-        rec["history"] = rec["history"] + [{"at": record_mod.now(), "status": "error", "note": "rolled back: %s"
-                                            % ("; ".join(outcome["undone"]) or "nothing was applied")}]
+        rec = get_record(dom) or rec
+        if not outcome["ok"]:
+            rec = record_mod.transition(rec, "error", "live resize failed at %s: %s"
+                                        % (outcome["failed"], outcome["error"]))
+            # Closed only when everything was put back: otherwise the record stays open (error) and
+            # recover.yml's rollback (live.revert) puts the original definition back.
+            rec = dict(rec, rolled_back=not outcome["undo_failed"], left=outcome["left"])
+            rec["history"] = rec["history"] + [{"at": record_mod.now(), "status": "error", "note": "rolled back: %s"
+                                                % ("; ".join(outcome["undone"]) or "nothing was applied")}]
+            set_record(dom, rec)
+            msg = outcome["error"].msg if isinstance(outcome["error"], ResizeError) else str(outcome["error"])
+            raise ResizeError("live resize failed at step %s: %s; undone: %s%s"
+                              % (outcome["failed"], msg, "; ".join(outcome["undone"]) or "nothing",
+                                 "; left: %s" % "; ".join(outcome["left"]) if outcome["left"] else ""),
+                              domain=name, host=host,
+                              hint=None if not outcome["undo_failed"] else
+                              "run playbooks/recover.yml -e instance=%s to put the original definition back" % name,
+                              details={"undone": outcome["undone"], "left": outcome["left"],
+                                       "failed": outcome["failed"]})
+        rec = record_mod.transition(rec, "post-migrating", "applied")
+        rec = record_mod.transition(rec, "finished", "the guest took the memory; QEMU runs %d vCPUs%s"
+                                    % (after["vcpus"], "; disks grow when the resize is confirmed" if disks else ""))
         set_record(dom, rec)
-        msg = outcome["error"].msg if isinstance(outcome["error"], ResizeError) else str(outcome["error"])
-        raise ResizeError("live resize failed at step %s: %s; undone: %s%s"
-                          % (outcome["failed"], msg, "; ".join(outcome["undone"]) or "nothing",
-                             "; left: %s" % "; ".join(outcome["left"]) if outcome["left"] else ""),
-                          domain=name, host=host, details={"undone": outcome["undone"], "left": outcome["left"],
-                                                           "failed": outcome["failed"]})
-    rec = record_mod.transition(rec, "post-migrating", "applied")
-    rec = record_mod.transition(rec, "finished", "the guest took the new size: %s" % _seen(dom, disks))
-    set_record(dom, rec)
-    result.update(migration=rec, guest=_running_size(dom), domain={"vcpus": after["vcpus"],
-                                                                   "memory_mb": after["memory_mb"]})
+    finally:
+        state_mod.remove(params["state_dir"], mid)  # the claim: the definition counts the new size now
+    result.update(migration=rec, guest=_seen(dom), domain=after)
     return result
+
+
+def _current_kib(root):
+    cur = root.find("currentMemory")
+    node = cur if cur is not None else root.find("memory")
+    return to_bytes(node.text, node.get("unit", "KiB")) // KIB
 
 
 def _note(dom, rec, step):
@@ -360,12 +410,12 @@ def _note(dom, rec, step):
     set_record(dom, rec)
 
 
-def _seen(dom, disks):
-    r = _running_size(dom)
-    out = "%d vCPUs, balloon %d MiB" % (r["vcpus"], (r["actual_kib"] or 0) // KIB)
-    for d in disks:
-        out += ", %s %s" % (d["target"], _size(dom.blockInfo(d["path"])[0]))
-    return out
+def _seen(dom):
+    """What the running VM has now, as far as libvirt can still tell (it may have stopped)."""
+    try:
+        return _running_size(dom)
+    except libvirt.libvirtError as exc:
+        return {"error": str(exc)}
 
 
 def _libvirt(call, what, name):
@@ -375,17 +425,23 @@ def _libvirt(call, what, name):
         raise libvirt_error(exc, what, domain=name)
 
 
-def _steps(dom, name, host, before, after, disks, timeout):
+def _both(dom):
+    """The definition, and the running VM while it runs (an undo must work on a VM that stopped)."""
+    return libvirt.VIR_DOMAIN_AFFECT_CONFIG | (libvirt.VIR_DOMAIN_AFFECT_LIVE if dom.isActive() else 0)
+
+
+def _steps(dom, name, host, before, after, timeout):
     both = libvirt.VIR_DOMAIN_AFFECT_LIVE | libvirt.VIR_DOMAIN_AFFECT_CONFIG
-    texts = dict(step_texts(before, after, disks, timeout))
+    texts = dict(step_texts(before, after, [], timeout))
     steps = []
     if "memory" in texts:
         steps.append(plan_mod.Step(
             "memory", texts["memory"],
             apply=lambda: _libvirt(lambda: dom.setMemoryFlags(after["memory_mb"] * KIB, both),
                                    "cannot set the memory balloon", name),
-            undo=lambda: _libvirt(lambda: dom.setMemoryFlags(before["memory_mb"] * KIB, both),
-                                  "cannot set the memory balloon back", name)))
+            undo=lambda: _libvirt(lambda: dom.setMemoryFlags(before["memory_mb"] * KIB, _both(dom)),
+                                  "cannot set the memory balloon back", name),
+            undo_failed_apply=True))
         steps.append(plan_mod.Step("memory-taken", texts["memory-taken"],
                                    apply=lambda: _wait(dom, name, host, "memory", after, timeout)))
     if "vcpus" in texts:
@@ -394,20 +450,17 @@ def _steps(dom, name, host, before, after, disks, timeout):
             # slowly leaves libvirt's count wrong (tests/testbed/README.md). The definition goes back.
             _libvirt(lambda: dom.setVcpusFlags(before["vcpus"], libvirt.VIR_DOMAIN_AFFECT_CONFIG),
                      "cannot set the vCPUs of the definition back", name)
-            if dom.vcpusFlags(libvirt.VIR_DOMAIN_AFFECT_LIVE) > before["vcpus"]:
+            running = dom.vcpusFlags(libvirt.VIR_DOMAIN_AFFECT_LIVE) if dom.isActive() else 0
+            if running > before["vcpus"]:
                 return ("the running VM keeps %d vCPUs until it restarts (its definition has %d again)"
-                        % (dom.vcpusFlags(libvirt.VIR_DOMAIN_AFFECT_LIVE), before["vcpus"]))
+                        % (running, before["vcpus"]))
             return None
         steps.append(plan_mod.Step(
             "vcpus", texts["vcpus"],
             apply=lambda: _libvirt(lambda: dom.setVcpusFlags(after["vcpus"], both), "cannot hot-plug vCPUs", name),
-            undo=vcpus_back))
+            undo=vcpus_back, undo_failed_apply=True))
         steps.append(plan_mod.Step("vcpus-taken", texts["vcpus-taken"],
                                    apply=lambda: _wait(dom, name, host, "vcpus", after, timeout)))
-    for d in disks:
-        steps.append(plan_mod.Step(
-            "disk:" + d["target"], texts["disk:" + d["target"]], apply=_grow(dom, name, host, d),
-            leaves="disk %s stays at %s (a disk is never shrunk)" % (d["target"], _size(int(d["after"])))))
     return steps
 
 
@@ -432,50 +485,90 @@ def _wait(dom, name, host, what, after, timeout, clock=time.monotonic, sleep=tim
                               domain=name, host=host)
         raise ResizeError("QEMU runs %d vCPUs, not %d, after %ds" % (last.get("vcpus") or 0, after["vcpus"], timeout),
                           domain=name, host=host)
+    except libvirt.libvirtError as exc:
+        raise libvirt_error(exc, "cannot see what the guest has", domain=name)
 
 
-def _grow(dom, name, host, d):
-    def grow():
-        _libvirt(lambda: dom.blockResize(d["target"], int(d["after"]), libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES),
-                 "cannot grow disk %s" % d["target"], name)
-        got = dom.blockInfo(d["path"])[0]
-        if got != int(d["after"]):
-            raise ResizeError("disk %s is %d bytes after growing it to %d" % (d["target"], got, int(d["after"])),
-                              domain=name, host=host)
-    return grow
+def grow_pending(dom, rec, check_mode):
+    """Confirm of a live resize: grow the disks it planned (root, ephemeral), in place - live with
+    blockResize while the VM runs, with qemu-img while it is off - and check the new size. Disks
+    never change before the resize is confirmed. Idempotent: a disk already at its size is left."""
+    name = rec["instance"]
+    actions = []
+    model = model_from_xml(inactive_xml(dom))
+    by_target = {d["target"]: d for d in model["disks"] if d.get("target")}
+    for d in rec.get("pending_disks") or []:
+        mine = by_target.get(d["target"])
+        if not mine or mine["path"] != d["path"]:
+            raise ValidationError("disk %s (%s) of the record is not the VM's any more; not grown"
+                                  % (d["target"], d["path"]), domain=name, host=hostname())
+        size = dom.blockInfo(mine["path"])[0] if dom.isActive() else \
+            int(storage.image_info(mine["path"], mine["format"])["virtual_size"])
+        if size >= int(d["bytes"]):
+            continue
+        actions.append("grow disk %s to %s" % (d["target"], _size(int(d["bytes"]))))
+        if check_mode:
+            continue
+        if dom.isActive():
+            _libvirt(lambda d=d: dom.blockResize(d["target"], int(d["bytes"]), libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES),
+                     "cannot grow disk %s" % d["target"], name)
+            size = dom.blockInfo(mine["path"])[0]
+        else:
+            storage.grow(mine["path"], mine["format"], int(d["bytes"]))
+            size = int(storage.image_info(mine["path"], mine["format"])["virtual_size"])
+        if size != int(d["bytes"]):
+            raise ResizeError("disk %s is %d bytes after growing it to %d" % (d["target"], size, int(d["bytes"])),
+                              domain=name, host=hostname())
+    return actions
 
 
 def revert(params, check_mode, c, dom, rec):
-    """Undo a live resize in place (revert, or the rollback of a run that stopped): memory back by
-    the balloon, the original definition back; vCPUs hot-plugged stay in the running guest until it
-    restarts, grown disks stay grown, and the result names both. The record stays for the source
-    step (settle.revert_source), which closes it."""
+    """Undo a live resize in place (revert, or the rollback of a run that stopped): the balloon's
+    target and the original definition back (vCPUs hot-plugged stay in the running guest until it
+    restarts, named in `left`), the record to `reverting` (a confirm is refused from here on), a
+    claim of a run that was killed released. The source step (settle.revert_source) closes it."""
     name = rec["instance"]
     host = hostname()
+    mid = rec["id"]
+    claim = os.path.isdir(state_mod.migration_dir(params["state_dir"], mid))
     if rec.get("rolled_back") or rec.get("restored"):
-        return {"changed": False, "actions": [], "left": rec.get("left") or [], "host": host}
+        if claim and not check_mode:
+            state_mod.remove(params["state_dir"], mid)
+        return {"changed": claim, "actions": ["release claim"] if claim else [], "left": rec.get("left") or [],
+                "host": host}
     before = rec.get("live_before") or {}
     active = dom.isActive()
-    actions, left = [], []
     defined = model_from_xml(inactive_xml(dom))
+    actions, left = [], []
     if active and defined["memory_mb"] * KIB != before.get("memory_kib"):
         actions.append("memory back to %d MiB (balloon)" % (before["memory_kib"] // KIB))
-    actions.append("restore the definition of %s (%d vCPUs, %d MiB)" % (name, before.get("vcpus", 0),
-                                                                          before.get("memory_mb", 0)))
-    if active and dom.vcpusFlags(libvirt.VIR_DOMAIN_AFFECT_LIVE) > before.get("vcpus", 0):
+    actions.append("restore the definition of %s (%d vCPUs, %d MiB)"
+                   % (name, before.get("vcpus", 0), before.get("memory_mb", 0)))
+    running = dom.vcpusFlags(libvirt.VIR_DOMAIN_AFFECT_LIVE) if active else 0
+    if running > before.get("vcpus", 0):
         left.append("the running VM keeps %d vCPUs until it restarts (its definition has %d again)"
-                    % (dom.vcpusFlags(libvirt.VIR_DOMAIN_AFFECT_LIVE), before["vcpus"]))
-    for target, size in sorted((before.get("disks") or {}).items()):
-        path = next((d["path"] for d in defined["disks"] if d.get("target") == target), None)
-        if path and dom.blockInfo(path)[0] != size:
-            left.append("disk %s stays at %s (a disk is never shrunk)" % (target, _size(dom.blockInfo(path)[0])))
+                    % (running, before["vcpus"]))
+    if claim:
+        actions.append("release claim")
     if check_mode:
         return {"changed": True, "actions": actions, "left": left, "host": host}
-    if active:  # the balloon's target back (the guest gives the memory back as it can)
+    if active:  # the balloon's target back; the guest gives the memory back as it can
         _libvirt(lambda: dom.setMemoryFlags(before["memory_kib"], libvirt.VIR_DOMAIN_AFFECT_LIVE),
                  "cannot set the memory balloon back", name)
+        try:
+            wait_until(lambda: _running_size(dom)["actual_kib"] in (before["memory_kib"], None), 30, interval=0.25,
+                       what="the balloon")
+        except (WaitTimeout, libvirt.libvirtError):
+            got = _seen(dom).get("actual_kib")
+            left.append("the guest still holds %s MiB of memory (its definition has %d MiB again; it gives it back "
+                        "as it can, or at its next restart)"
+                        % (got // KIB if got else "?", before["memory_kib"] // KIB))
     restored = dict(rec, restored=True, left=left)
     restored.pop("original_xml", None)  # it is the definition again
+    if restored["status"] not in ("reverting", "error"):
+        restored = record_mod.transition(restored, "reverting", params.get("reason") or "reverted")
     _libvirt(lambda: c.conn.defineXML(record_mod.embed(rec["original_xml"], restored)),
              "cannot restore the original definition", name)
+    if claim:
+        state_mod.remove(params["state_dir"], mid)
     return {"changed": True, "actions": actions, "left": left, "host": host}

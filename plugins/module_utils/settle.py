@@ -363,8 +363,12 @@ def _confirm_destination(params, check_mode, dom, name, mid, host):
         rec = record_mod.transition(rec, "confirming", "confirm requested; the source deletes its backup next")
         set_record(dom, rec)
         return {"changed": True, "migration": rec, "actions": ["record confirming"]}
+    # A live resize grows its disks now that it is confirmed (never before: a revert had nothing to undo).
+    grown = live.grow_pending(dom, rec, check_mode=True) if rec.get("mode") == "live" else []
     if check_mode:
-        return {"changed": True, "actions": ["record confirmed", "release claim"]}
+        return {"changed": True, "actions": grown + ["record confirmed", "release claim"]}
+    if grown:
+        live.grow_pending(dom, rec, check_mode=False)
     rec = _move(rec, "confirming", "confirm requested")
     rec = record_mod.transition(rec, "confirmed", "source cleaned up; claim released")
     rec.pop("original_xml", None)
@@ -373,7 +377,7 @@ def _confirm_destination(params, check_mode, dom, name, mid, host):
     remove_markers(srec or {})
     state_mod.remove(params["state_dir"], mid)
     keys.edit_authorized_keys(params["authorized_keys"], remove_id=mid)
-    return {"changed": True, "migration": rec, "actions": ["record confirmed", "release claim"]}
+    return {"changed": True, "migration": rec, "actions": grown + ["record confirmed", "release claim"]}
 
 
 def confirm_source(params, check_mode):

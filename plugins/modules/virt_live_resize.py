@@ -10,21 +10,25 @@ module: virt_live_resize
 short_description: Resize a running VM in place, without a restart, within its hot-plug ceilings
 version_added: 0.2.0
 description:
-  - Runs on the VM's own host. Hot-plugs vCPUs up to the domain's C(<vcpu>) ceiling and sets the
-    memory balloon up to its C(<memory>) ceiling, in the running VM and in its definition (so the
-    next boot keeps the size), waits up to O(verify_timeout) seconds for the guest to take them (QEMU
-    runs the new vCPUs; the balloon's actual size, which the guest's driver reports, is the new
-    memory), then grows the disks in O(disks) with C(blockResize).
+  - Runs on the VM's own host. Sets the memory balloon up to the domain's C(<memory>) ceiling and
+    waits up to O(verify_timeout) seconds for the guest to take it (the balloon's actual size, which
+    the guest's driver reports, is the new memory); then hot-plugs vCPUs up to its C(<vcpu>) ceiling
+    and waits for QEMU to run them (the guest onlines them itself). Both in the running VM and in
+    its definition, so the next boot keeps the size.
+  - The disks in O(disks) are checked now and grown when the resize is confirmed
+    (C(virt_confirm_resize), live with C(blockResize)) - a disk never changes before confirm.
   - The change is a plan of steps run by one executor. When a step fails or the guest does not take
-    the change in time, every completed step is undone (the definition and the balloon go back) and
-    the module fails naming the step, what was undone and what is left. Left are vCPUs the running
-    guest already has (they go at its next restart; the definition has the old count again) and a
-    grown disk (disks are never shrunk).
+    the change in time, every completed step is undone (the balloon and the definition go back) and
+    the module fails naming the step, what was undone and what is left - vCPUs the running guest
+    already has stay until its next restart (its definition has the old count again). If an undo
+    itself fails, the record stays open and C(playbooks/recover.yml) puts the original definition
+    back.
   - The migration record (mode C(live)) is kept in the domain's metadata, as for a cold resize;
     C(virt_confirm_resize) confirms and C(virt_revert_resize) reverts it (on this host, as both
     sides), and C(playbooks/recover.yml) rolls back a run that stopped half-way.
   - Refused, with nothing changed - a VM that is not running, a change beyond the ceilings, fewer
-    vCPUs, memory without a balloon, a VM that changed since the plan (compare and set against
+    vCPUs or less memory, memory without a balloon, a running VM whose vCPUs differ from its
+    definition, a VM that changed since the plan (compare and set against
     O(old_flavor) and each disk's O(disks[].before)), a host that cannot take the increase, a VM
     another operation holds, or an open migration of the VM.
   - The C(hypervisor.resize.resize) role chooses this path by itself when it fits (its
@@ -53,7 +57,7 @@ options:
     type: dict
     required: true
   disks:
-    description: The disks to grow, in order.
+    description: The disks to grow when the resize is confirmed, in order (rule L1 of docs/security.md).
     type: list
     elements: dict
     default: []

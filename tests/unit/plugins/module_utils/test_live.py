@@ -63,6 +63,8 @@ def test_a_running_vm_within_its_ceilings_goes_live_memory_first_then_vcpus_then
     (instance(), flavor(memory_mb=512), "512 MiB of memory exceed the VM's ceiling of 384 MiB (<memory>)"),
     (instance(balloon="<memballoon model='none'/>"), flavor(), "the VM has no memory balloon"),
     (instance(), flavor(swap_mb=2048), "the swap disk changes size"),
+    (instance(mem=256), flavor(memory_mb=128), "less memory (256 -> 128 MiB): memory is not taken away"),
+    (dict(instance(), running_vcpus=2), flavor(), "the running VM has 2 vCPUs, its definition 1"),
 ])
 def test_what_does_not_fit_goes_cold_with_every_reason_or_is_refused_with_mode_live(inst, fl, reason):
     got = decide(inst, fl)
@@ -153,3 +155,42 @@ def test_the_definition_after_a_live_resize_is_what_libvirt_writes():
     assert "<vcpu placement=\"static\" current=\"2\">3</vcpu>" in after.replace("'", '"')
     assert "<currentMemory unit=\"KiB\">262144</currentMemory>" in after.replace("'", '"')
     assert "current=" not in live.after_xml(xml(), 3, 256).split("<vcpu")[1].split(">")[0]
+
+
+@pytest.mark.parametrize("element, named", [
+    ("<memoryBacking><hugepages/></memoryBacking>", "<memoryBacking><hugepages>"),
+    ("<memoryBacking><locked/></memoryBacking>", "<memoryBacking><locked>"),
+    ("<memoryBacking><allocation mode='immediate'/></memoryBacking>", "allocation mode='immediate'"),
+    ("<launchSecurity type='sev'/>", "<launchSecurity>"),
+])
+def test_no_memory_ceiling_where_qemu_holds_all_of_memory_whatever_the_balloon_says(element, named):
+    got = live.ceilings(xml(cpu=element), flavor(2, 256), {"m": flavor(3, 384)}, {"cpus": 4, "memory_mb": 4096})
+    assert (got["vcpus"], got["memory_mb"]) == (3, 256) and "no memory ceiling" in got["warnings"][0]
+    assert named in got["warnings"][0]
+    for devices in ("<hostdev mode='subsystem' type='pci'/>", "<memballoon model='virtio' autodeflate='on'/>"):
+        got = live.ceilings(xml(balloon=devices), flavor(2, 256), {"m": flavor(3, 384)}, {"cpus": 4, "memory_mb": 4096})
+        assert got["memory_mb"] == 256 and "no memory ceiling" in got["warnings"][0]
+
+
+def test_a_flavor_nobody_asked_for_does_not_block_the_ceilings():
+    got = live.ceilings(xml(), flavor(2, 256), {"m": flavor(3, 384), "bad": {"vcpus": "x"}}, {"cpus": 4, "memory_mb": 4096})
+    assert (got["vcpus"], got["memory_mb"]) == (3, 384)
+
+
+def test_the_vms_host_is_asked_only_for_what_grows_in_place():
+    big = [{"device": "disk", "path": "/i/web01.qcow2", "allocation": 100 * GIB, "readonly": False, "network": None}]
+    hv = {"cpus": 2, "memory_mb": 4096, "allocated_vcpus": 1, "allocated_memory_mb": 128, "free_disk_bytes": 20 * GIB,
+          "bridges": ["vmbr0"], "networks": [], "arch": "x86_64"}
+    inst = dict(instance(), interfaces=[], copy_disks=big, moved_files=big)
+    results = {"hv1": {"hypervisor": hv, "instance": inst}}
+    plan = resize_plan(inst, flavor())
+    assert F["resize_path"](results, "hv1", inst, plan, flavor())["path"] == "live", "1 GiB grows, 100 GiB never moves"
+    got = F["resize_path"](results, "hv1", inst, plan, flavor(), host_options={"hv1": {"maintenance": True}})
+    assert got["path"] == "cold" and "in maintenance" in got["why"][0]
+
+
+def test_an_in_place_resize_is_due_on_its_own_record():
+    rec = {"id": "m-1", "status": "finished", "source": "hv1", "dest": "hv1", "updated": "2026-12-01T10:00:00Z"}
+    results = {"hv1": {"hypervisor": {"domains": [{"name": "web01", "migration": rec}]}}}
+    due = F["resize_due"](results, 3600, "2026-12-01T12:00:00Z")
+    assert [(d["instance"], d["source"], d["dest"], d["age_seconds"]) for d in due] == [("web01", "hv1", "hv1", 7200)]

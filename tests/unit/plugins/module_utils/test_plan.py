@@ -42,6 +42,25 @@ def test_what_cannot_be_undone_is_named_and_the_rest_is_still_undone():
     assert log == ["apply a", "apply b", "apply c", "undo a"]
     assert result["undone"] == ["step a"]
     assert result["left"] == ["c stays", "step b: its undo failed (undo of b broke)", "a half left"]
+    assert result["undo_failed"] == ["step b: its undo failed (undo of b broke)"]
+
+
+def test_a_step_whose_undo_restores_the_state_from_before_is_undone_even_when_it_failed_half_way():
+    log = []
+    plan_steps = steps(log, fail_at="b")
+    plan_steps[1].undo_failed_apply = True
+    result = plan.execute(plan_steps)
+    assert log == ["apply a", "undo b", "undo a"] and result["done"] == ["a"]
+
+
+def test_a_step_that_cannot_be_noted_is_undone_with_the_rest():
+    log = []
+
+    def note(step):
+        if step.name == "b":
+            raise OSError("record not written")
+    result = plan.execute(steps(log), on_done=note)
+    assert not result["ok"] and result["failed"] == "b" and log == ["apply a", "apply b", "undo b", "undo a"]
 
 
 def test_the_plan_reads_without_running_anything():
