@@ -87,6 +87,23 @@ options:
     default: /var/lib/libvirt/images
 """
 
+    # Paired with CAPACITY_ARGS in plugins/module_utils/common.py.
+    CAPACITY = r"""
+options:
+  cpu_allocation_ratio:
+    description: vCPUs per physical CPU for this host's capacity check. Nova's default is 4.0.
+    type: float
+  ram_allocation_ratio:
+    description: Memory overcommit ratio. Default 1.0.
+    type: float
+  disk_allocation_ratio:
+    description: Disk overcommit ratio. Default 1.0.
+    type: float
+  reserved_host_memory_mb:
+    description: Memory kept for the host itself. Default 512.
+    type: int
+"""
+
     # Attributes every module of this collection shares.
     ATTRIBUTES = r"""
 attributes:

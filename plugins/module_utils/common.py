@@ -32,6 +32,13 @@ POLICY_ARGS = dict(
     instances_path=dict(type="path", default="/var/lib/libvirt/images"),
 )
 # Paired with the doc fragment hypervisor.resize.connection.authorized_keys.
+# Paired with the doc fragment hypervisor.resize.connection.capacity.
+CAPACITY_ARGS = dict(
+    cpu_allocation_ratio=dict(type="float"),
+    ram_allocation_ratio=dict(type="float"),
+    disk_allocation_ratio=dict(type="float"),
+    reserved_host_memory_mb=dict(type="int"),
+)
 AUTHORIZED_KEYS_ARGS = dict(
     authorized_keys=dict(type="path", default="/root/.ssh/authorized_keys", no_log=False),
 )
@@ -39,8 +46,10 @@ AUTHORIZED_KEYS_ARGS = dict(
 
 class ResizeModule(AnsibleModule):
     def __init__(self, argument_spec, state_dir=False, migration=False, authorized_keys=False, policy=False,
-                 **kwargs):
+                 capacity=False, **kwargs):
         spec = dict(CONNECTION_ARGS)
+        if capacity:
+            spec.update(CAPACITY_ARGS)
         if policy:
             spec.update(POLICY_ARGS)
         if state_dir:

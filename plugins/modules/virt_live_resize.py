@@ -41,6 +41,7 @@ extends_documentation_fragment:
   - hypervisor.resize.connection.attributes
   - hypervisor.resize.connection.migration
   - hypervisor.resize.connection.state_dir
+  - hypervisor.resize.connection.capacity
 options:
   uuid:
     description: The VM's UUID; the domain of that name here must have it.
@@ -91,18 +92,6 @@ options:
     description: Directory where this host keeps VM disks; its free space counts for a disk that grows.
     type: path
     default: /var/lib/libvirt/images
-  cpu_allocation_ratio:
-    description: vCPUs per physical CPU for the capacity check. Nova's default is 4.0.
-    type: float
-  ram_allocation_ratio:
-    description: Memory overcommit ratio for the capacity check. Default 1.0.
-    type: float
-  disk_allocation_ratio:
-    description: Disk overcommit ratio for the capacity check. Default 1.0.
-    type: float
-  reserved_host_memory_mb:
-    description: Memory kept for the host itself. Default 512.
-    type: int
 attributes:
   check_mode:
     support: full
@@ -171,12 +160,9 @@ def main():
             )),
             verify_timeout=dict(type="int", default=60),
             instances_path=dict(type="path", default="/var/lib/libvirt/images"),
-            cpu_allocation_ratio=dict(type="float"),
-            ram_allocation_ratio=dict(type="float"),
-            disk_allocation_ratio=dict(type="float"),
-            reserved_host_memory_mb=dict(type="int"),
         ),
         state_dir=True,
+        capacity=True,
         migration=True,
         supports_check_mode=True,
     )

@@ -37,6 +37,7 @@ extends_documentation_fragment:
   - hypervisor.resize.connection.authorized_keys
   - hypervisor.resize.connection.policy
   - hypervisor.resize.connection.state_dir
+  - hypervisor.resize.connection.capacity
 options:
   instance:
     description: Name of the domain being resized.
@@ -104,18 +105,6 @@ options:
     type: list
     elements: dict
     default: []
-  cpu_allocation_ratio:
-    description: vCPUs per physical CPU. Nova's default is 4.0.
-    type: float
-  ram_allocation_ratio:
-    description: Memory overcommit ratio. Default 1.0.
-    type: float
-  disk_allocation_ratio:
-    description: Disk overcommit ratio. Default 1.0.
-    type: float
-  reserved_host_memory_mb:
-    description: Memory kept for the host itself. Default 512.
-    type: int
   transfer_public_key:
     description:
       - Public half (C(type base64 [comment])) of a key pair made for this one migration, usually by
@@ -204,14 +193,11 @@ def main():
             source_address=dict(type="str"),
             copy_timeout=dict(type="int", default=21600),
             interfaces=dict(type="list", elements="dict", default=[]),
-            cpu_allocation_ratio=dict(type="float"),
-            ram_allocation_ratio=dict(type="float"),
-            disk_allocation_ratio=dict(type="float"),
-            reserved_host_memory_mb=dict(type="int"),
             transfer_public_key=dict(type="str", required=True),
             ssh_host_key=dict(type="path", default="/etc/ssh/ssh_host_ed25519_key.pub"),
         ),
         state_dir=True,
+        capacity=True,
         authorized_keys=True,
         policy=True,
         supports_check_mode=True,
