@@ -6,12 +6,10 @@ import jinja2
 import pytest
 from lxml import etree
 
-from ansible_collections.hypervisor.resize.plugins.filter.resize import FilterModule
 from ansible_collections.hypervisor.resize.plugins.module_utils import domain, live
 from ansible_collections.hypervisor.resize.plugins.module_utils.errors import ValidationError
 from ansible_collections.hypervisor.resize.plugins.module_utils.flavor import GIB, resize_plan
 
-F = FilterModule().filters()
 TEMPLATE = os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "templates", "domain.xml.j2")
 
 XML = """<domain type='qemu'><name>web01</name><uuid>4c1e0b6f-0c7e-4a7b-9b55-2a8f1f0e6d11</uuid>
@@ -83,19 +81,6 @@ def test_another_host_asked_for_or_a_full_host_is_cold_and_mode_cold_is_always_c
                                                     "disks": []}
     with pytest.raises(ValidationError, match="resize_mode must be one of auto, live, cold, got 'fast'"):
         decide(instance(), flavor(), "fast")
-
-
-def test_the_filter_asks_the_scheduler_about_the_vms_own_host():
-    hv = {"cpus": 2, "memory_mb": 1024, "allocated_vcpus": 1, "allocated_memory_mb": 128, "free_disk_bytes": 100 * GIB,
-          "bridges": ["vmbr0"], "networks": [], "arch": "x86_64"}
-    inst = dict(instance(), interfaces=[{"type": "bridge", "source": {"bridge": "vmbr0"}}], copy_disks=[])
-    results = {"hv1": {"hypervisor": hv, "instance": inst}, "hv2": {"hypervisor": dict(hv), "instance": None}}
-    plan = resize_plan(inst, flavor())
-    assert F["resize_path"](results, "hv1", inst, plan, flavor())["path"] == "live"
-    # 1024 MiB - 512 reserved - 128 used leaves 384: the VM's own host cannot take 128 more with 300 used elsewhere.
-    results["hv1"]["hypervisor"] = dict(hv, allocated_memory_mb=500)
-    got = F["resize_path"](results, "hv1", inst, plan, flavor())
-    assert got["path"] == "cold" and "cannot take the increase" in got["why"][0] and "RAM" in got["why"][0]
 
 
 def test_ceilings_auto_are_the_largest_flavor_that_fits_the_destination():
@@ -175,22 +160,3 @@ def test_no_memory_ceiling_where_qemu_holds_all_of_memory_whatever_the_balloon_s
 def test_a_flavor_nobody_asked_for_does_not_block_the_ceilings():
     got = live.ceilings(xml(), flavor(2, 256), {"m": flavor(3, 384), "bad": {"vcpus": "x"}}, {"cpus": 4, "memory_mb": 4096})
     assert (got["vcpus"], got["memory_mb"]) == (3, 384)
-
-
-def test_the_vms_host_is_asked_only_for_what_grows_in_place():
-    big = [{"device": "disk", "path": "/i/web01.qcow2", "allocation": 100 * GIB, "readonly": False, "network": None}]
-    hv = {"cpus": 2, "memory_mb": 4096, "allocated_vcpus": 1, "allocated_memory_mb": 128, "free_disk_bytes": 20 * GIB,
-          "bridges": ["vmbr0"], "networks": [], "arch": "x86_64"}
-    inst = dict(instance(), interfaces=[], copy_disks=big, moved_files=big)
-    results = {"hv1": {"hypervisor": hv, "instance": inst}}
-    plan = resize_plan(inst, flavor())
-    assert F["resize_path"](results, "hv1", inst, plan, flavor())["path"] == "live", "1 GiB grows, 100 GiB never moves"
-    got = F["resize_path"](results, "hv1", inst, plan, flavor(), host_options={"hv1": {"maintenance": True}})
-    assert got["path"] == "cold" and "in maintenance" in got["why"][0]
-
-
-def test_an_in_place_resize_is_due_on_its_own_record():
-    rec = {"id": "m-1", "status": "finished", "source": "hv1", "dest": "hv1", "updated": "2026-12-01T10:00:00Z"}
-    results = {"hv1": {"hypervisor": {"domains": [{"name": "web01", "migration": rec}]}}}
-    due = F["resize_due"](results, 3600, "2026-12-01T12:00:00Z")
-    assert [(d["instance"], d["source"], d["dest"], d["age_seconds"]) for d in due] == [("web01", "hv1", "hv1", 7200)]
