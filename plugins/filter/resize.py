@@ -87,6 +87,8 @@ def resize_locate(results, instance):
                                                                       for h, r in recs)),
                           hint="confirm or revert it first (playbooks/confirm.yml or playbooks/revert.yml)"
                           if waiting else
+                          ("it did not end: run playbooks/recover.yml -e instance=%s (puts its definition back)"
+                           % instance) if any(r.get("mode") == "live" for _h, r in recs if record_mod.is_open(r)) else
                           "it did not end: run playbooks/recover.yml -e instance=%s (rolls it back to its source; "
                           "-e action=resume finishes it instead)" % instance)
     if len(found) > 1:

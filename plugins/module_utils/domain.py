@@ -159,14 +159,19 @@ def model_from_xml(xml):
                               % name, domain=name)
     # The size is what the VM has now: <vcpu current> and <currentMemory> (the balloon's target);
     # <vcpu> and <memory> are its hot-plug ceilings (live.py).
-    max_vcpus = int(vcpu.text) if vcpu is not None else 1
-    vcpus = int(vcpu_attrs.pop("current", max_vcpus))
-    max_memory_mb = to_bytes(mem.text, mem.get("unit", "KiB")) // (1024 * 1024) if mem is not None else 0
     cur = root.find("currentMemory")
-    memory_mb = to_bytes(cur.text, cur.get("unit", "KiB")) // (1024 * 1024) if cur is not None else max_memory_mb
-    if not 1 <= vcpus <= max_vcpus or not 0 < memory_mb <= max_memory_mb:
+    try:
+        max_vcpus = int(vcpu.text) if vcpu is not None else 1
+        vcpus = int(vcpu_attrs.pop("current", max_vcpus))
+        max_memory = to_bytes(mem.text, mem.get("unit", "KiB")) if mem is not None else 0
+        memory = to_bytes(cur.text, cur.get("unit", "KiB")) if cur is not None else max_memory
+    except (TypeError, ValueError):
+        raise ValidationError("domain %s has a <vcpu>, <memory> or <currentMemory> that is not a number" % name,
+                              domain=name)
+    if not 1 <= vcpus <= max_vcpus or memory > max_memory:
         raise ValidationError("domain %s has <vcpu current> or <currentMemory> outside 1..<vcpu> / <memory>" % name,
                               domain=name)
+    max_memory_mb, memory_mb = max_memory // (1024 * 1024), memory // (1024 * 1024)
     vcpus_el = root.find("vcpus")
     if vcpus_el is not None and sorted(int(v.get("id", "-1")) for v in vcpus_el.findall("vcpu")
                                        if v.get("enabled") == "yes") != list(range(vcpus)):

@@ -25,7 +25,7 @@ from . import state as state_mod
 from . import storage
 from ._policy import SECURITY_DOC
 from .connection import Connection, get_record, hostname, inactive_xml, libvirt, libvirt_error, set_record, wait_until
-from .domain import check_domain_name, model_from_xml, normalize, parse_xml, to_bytes
+from .domain import check_domain_name, copy_disks, model_from_xml, normalize, parse_xml, to_bytes
 from .errors import ResizeError, ValidationError, WaitTimeout
 from .flavor import GIB, MIB, capacity_reasons, normalize_flavor
 
@@ -171,10 +171,14 @@ def decide(instance, plan, mode="auto", timeout=60, host_reasons=None, target_ho
 CEILING_AUTO = "auto"
 
 
+MAX_VCPUS = 255  # what QEMU's x86 machines take without an IOMMU with extended interrupts
+AUTO_MULTIPLE = 2  # auto never goes beyond twice the new size
+
+
 def _ceiling(value, key, flavor, flavors, cap, what):
     if value in (None, "", CEILING_AUTO):
-        fitting = [f[key] for f in flavors if f[key] <= cap]
-        return max([flavor[key]] + fitting)
+        fitting = [f[key] for f in flavors if f[key] <= min(cap, AUTO_MULTIPLE * flavor[key])]
+        return min(max([flavor[key]] + fitting), MAX_VCPUS if key == "vcpus" else cap)
     try:
         number = int(value)
         if isinstance(value, bool) or number != float(value) or number < 0:
@@ -186,17 +190,21 @@ def _ceiling(value, key, flavor, flavors, cap, what):
     if number < flavor[key]:
         raise ValidationError("%s=%d is below the flavor's %d" % (what, number, flavor[key]),
                               hint="set it to at least %d, to auto, or to 0 (no ceiling)" % flavor[key])
-    if key == "memory_mb" and number > cap:
-        # (More vCPUs than the host has CPUs is overcommit, which the scheduler's ratio governs.)
-        raise ValidationError("%s=%d is more than the destination has (%d MiB)" % (what, number, cap),
-                              hint="set it to at most %d, or to auto" % cap)
+    # More vCPUs than the host has CPUs is overcommit, which the scheduler's ratio governs; more than
+    # a VM can have, or more memory than the host has, would only fail when the VM starts.
+    limit = MAX_VCPUS if key == "vcpus" else cap
+    if number > limit:
+        raise ValidationError("%s=%d is more than %s (%d)" % (what, number, "a VM can have here" if key == "vcpus"
+                                                             else "the destination has, in MiB", limit),
+                              hint="set it to at most %d, or to auto" % limit)
     return number
 
 
 def ceilings(xml, flavor, flavors, host, max_vcpus=CEILING_AUTO, max_memory_mb=CEILING_AUTO):
     """The hot-plug ceilings a cold resize writes into the new definition, so that the next upsize
     can be live: {vcpus, memory_mb, warnings}. `auto` is the largest flavor that fits the
-    destination (its CPUs, its memory), never below the new size; 0 is none; a number is that.
+    destination (its CPUs, its memory) and is at most twice the new size, never below the new size;
+    0 is none; a number is that.
     What is allocated (claims, the scheduler) stays the flavor's size: the ceilings cost nothing
     until used. None where the definition could not carry one (a CPU topology or NUMA cells, which
     libvirt ties to the maximum; no memory balloon)."""
@@ -267,7 +275,17 @@ def after_xml(xml, vcpus, memory_mb):
 
 
 def apply(params, check_mode):
-    """virt_live_resize: resize the running VM in place, as a plan of reversible steps."""
+    """virt_live_resize: resize the running VM in place, as a plan of reversible steps. A refusal
+    (ValidationError) comes before anything was written: its details say `recorded: false`, so the
+    role's rescue knows there is nothing of this run to roll back."""
+    try:
+        return _apply_locked(params, check_mode)
+    except ValidationError as exc:
+        exc.details = dict(exc.details or {}, recorded=False)
+        raise
+
+
+def _apply_locked(params, check_mode):
     name = check_domain_name(params["instance"])
     mid = state_mod.check_id(params["migration_id"])
     host = hostname()
@@ -288,18 +306,22 @@ def apply(params, check_mode):
             return _apply(params, check_mode, dom, name, mid, host, new)
 
 
-def _check_disks(dom, model, disks, name, host):
-    """L1: each disk to grow is the running domain's own disk of that target, at the planned size."""
-    by_target = {d["target"]: d for d in model["disks"] if d.get("target")}
+def _check_disks(dom, model, live_model, disks, name, host):
+    """L1: each disk to grow is one the VM's definition and its running domain both have as that
+    target, a disk that moves with it (a writable image file), at the planned size, growing to a
+    whole number of sectors."""
+    defined = {d["target"]: d for d in copy_disks(model) if d.get("target")}
+    running = {d["target"]: d for d in copy_disks(live_model) if d.get("target")}
     for d in disks:
-        mine = by_target.get(d.get("target"))
-        if not mine or mine["path"] != d.get("path") or mine["device"] != "disk" or mine.get("type") != "file":
+        mine = defined.get(d.get("target"))
+        if not mine or mine["path"] != d.get("path") or (running.get(d["target"]) or {}).get("path") != d["path"]:
             raise ValidationError("disk %s (%s) is not a disk of the VM here [rule L1, %s]"
                                   % (d.get("target"), d.get("path"), SECURITY_DOC), domain=name, host=host)
         capacity = dom.blockInfo(mine["path"])[0]
-        if capacity != int(d["before"]) or int(d["after"]) <= capacity:
-            raise ValidationError("disk %s is %d bytes, the plan started from %d and grows it to %d [rule L1, %s]"
-                                  % (d["target"], capacity, int(d["before"]), int(d["after"]), SECURITY_DOC),
+        if capacity != int(d["before"]) or int(d["after"]) <= capacity or int(d["after"]) % 512:
+            raise ValidationError("disk %s is %d bytes, the plan started from %d and grows it to %d (whole sectors) "
+                                  "[rule L1, %s]" % (d["target"], capacity, int(d["before"]), int(d["after"]),
+                                                     SECURITY_DOC),
                                   domain=name, host=host, hint="nothing was changed; run the resize again")
 
 
@@ -319,6 +341,12 @@ def _apply(params, check_mode, dom, name, mid, host, new):
     root = parse_xml(xml)
     old = params["old_flavor"] or {}
     running = _running_size(dom)
+    live_model = model_from_xml(dom.XMLDesc(0))
+    if (live_model["max_vcpus"], live_model["max_memory_mb"]) != (model["max_vcpus"], model["max_memory_mb"]):
+        raise ValidationError("the running VM's ceilings (%d vCPUs, %d MiB) are not its definition's (%d vCPUs, %d MiB)"
+                              % (live_model["max_vcpus"], live_model["max_memory_mb"], model["max_vcpus"],
+                                 model["max_memory_mb"]), domain=name, host=host,
+                              hint="nothing was changed; they apply at its next restart (or resize it cold)")
     # Compare and set: the VM is still what the controller planned from, in its definition and live
     # (its balloon's actual size is the guest's business: a guest that does not take the change
     # fails the wait below, and the change is undone).
@@ -328,7 +356,7 @@ def _apply(params, check_mode, dom, name, mid, host, new):
         raise ValidationError("the VM changed since the plan was made: it has %s, the plan started from %s"
                               % (seen, want), domain=name, host=host, hint="nothing was changed; run the resize again")
     disks = params["disks"] or []
-    _check_disks(dom, model, disks, name, host)
+    _check_disks(dom, model, live_model, disks, name, host)
     changes = {}
     if new["vcpus"] != model["vcpus"]:
         changes["vcpus"] = [model["vcpus"], new["vcpus"]]
@@ -340,6 +368,7 @@ def _apply(params, check_mode, dom, name, mid, host, new):
                               hint="nothing was changed; resize_mode=auto resizes it cold")
     before = {"vcpus": model["vcpus"], "memory_mb": model["memory_mb"]}
     after = {"vcpus": new["vcpus"], "memory_mb": new["memory_mb"]}
+    before_kib = _current_kib(root)
     timeout = int(params["verify_timeout"])
     texts = step_texts(before, after, disks, timeout)
     increase = {"vcpus": max(after["vcpus"] - before["vcpus"], 0),
@@ -354,11 +383,15 @@ def _apply(params, check_mode, dom, name, mid, host, new):
         return result
     rec = record_mod.new_record(name, params["uuid"], host, host, dict(old, **before), new, migration_id=mid,
                                 note="live resize on %s" % host)
-    rec.update(mode="live", same_host=True, old_power_state="running", old_autostart=False, original_xml=xml,
-               live_before=dict(before, memory_kib=_current_kib(root)), applied=[],
+    rec.update(mode="live", same_host=True, old_power_state="running", old_autostart=False,
+               original_xml=record_mod.without_record(xml),
+               live_before=dict(before, memory_kib=before_kib), applied=[],
                pending_disks=[{"target": d["target"], "path": d["path"], "bytes": int(d["after"])} for d in disks])
     rec = record_mod.transition(rec, "migrating", "applying: %s" % "; ".join(t for _n, t in texts))
     with state_mod.locked(params["state_dir"]):
+        if os.path.lexists(state_mod.migration_dir(params["state_dir"], mid)):
+            raise ValidationError("migration %s already exists here" % mid, domain=name, host=host,
+                                  hint="nothing was changed; use a new migration id for a new resize")
         # Under the host's lock: the room is checked and claimed (the claim counts until the
         # definition holds the new size and the record is finished), so no other resize here can
         # take it while the guest is given time to take the change.
@@ -367,7 +400,7 @@ def _apply(params, check_mode, dom, name, mid, host, new):
         state_mod.write_record(params["state_dir"], dict(rec, claim=dict(increase, disk_bytes=0),
                                                          original_xml=None))
     try:
-        steps = _steps(dom, name, host, before, after, timeout)
+        steps = _steps(dom, name, host, dict(before, memory_kib=before_kib), after, timeout)
         outcome = plan_mod.execute([s for s in steps if not s.name.startswith("disk:")],
                                    on_done=lambda s: _note(dom, rec, s))
         rec = get_record(dom) or rec
@@ -377,6 +410,8 @@ def _apply(params, check_mode, dom, name, mid, host, new):
             # Closed only when everything was put back: otherwise the record stays open (error) and
             # recover.yml's rollback (live.revert) puts the original definition back.
             rec = dict(rec, rolled_back=not outcome["undo_failed"], left=outcome["left"])
+            if rec["rolled_back"]:
+                rec.pop("original_xml", None)  # the definition is the original again
             rec["history"] = rec["history"] + [{"at": record_mod.now(), "status": "error", "note": "rolled back: %s"
                                                 % ("; ".join(outcome["undone"]) or "nothing was applied")}]
             set_record(dom, rec)
@@ -425,23 +460,22 @@ def _libvirt(call, what, name):
         raise libvirt_error(exc, what, domain=name)
 
 
-def _both(dom):
-    """The definition, and the running VM while it runs (an undo must work on a VM that stopped)."""
-    return libvirt.VIR_DOMAIN_AFFECT_CONFIG | (libvirt.VIR_DOMAIN_AFFECT_LIVE if dom.isActive() else 0)
-
-
 def _steps(dom, name, host, before, after, timeout):
     both = libvirt.VIR_DOMAIN_AFFECT_LIVE | libvirt.VIR_DOMAIN_AFFECT_CONFIG
     texts = dict(step_texts(before, after, [], timeout))
     steps = []
     if "memory" in texts:
+        def memory_back():
+            # Exactly the size it had (KiB), in the definition; the running guest is given time to
+            # give it back, and what it keeps is said.
+            _libvirt(lambda: dom.setMemoryFlags(before["memory_kib"], libvirt.VIR_DOMAIN_AFFECT_CONFIG),
+                     "cannot set the memory of the definition back", name)
+            return _balloon_back(dom, name, before["memory_kib"], min(timeout, 30)) if dom.isActive() else None
         steps.append(plan_mod.Step(
             "memory", texts["memory"],
             apply=lambda: _libvirt(lambda: dom.setMemoryFlags(after["memory_mb"] * KIB, both),
                                    "cannot set the memory balloon", name),
-            undo=lambda: _libvirt(lambda: dom.setMemoryFlags(before["memory_mb"] * KIB, _both(dom)),
-                                  "cannot set the memory balloon back", name),
-            undo_failed_apply=True))
+            undo=memory_back, undo_failed_apply=True))
         steps.append(plan_mod.Step("memory-taken", texts["memory-taken"],
                                    apply=lambda: _wait(dom, name, host, "memory", after, timeout)))
     if "vcpus" in texts:
@@ -552,23 +586,32 @@ def revert(params, check_mode, c, dom, rec):
         actions.append("release claim")
     if check_mode:
         return {"changed": True, "actions": actions, "left": left, "host": host}
+    # The record first: from here on a confirm is refused, whatever stops this revert half-way.
+    if rec["status"] not in ("reverting", "error"):
+        rec = record_mod.transition(rec, "reverting", params.get("reason") or "reverted")
+        set_record(dom, rec)
     if active:  # the balloon's target back; the guest gives the memory back as it can
-        _libvirt(lambda: dom.setMemoryFlags(before["memory_kib"], libvirt.VIR_DOMAIN_AFFECT_LIVE),
-                 "cannot set the memory balloon back", name)
-        try:
-            wait_until(lambda: _running_size(dom)["actual_kib"] in (before["memory_kib"], None), 30, interval=0.25,
-                       what="the balloon")
-        except (WaitTimeout, libvirt.libvirtError):
-            got = _seen(dom).get("actual_kib")
-            left.append("the guest still holds %s MiB of memory (its definition has %d MiB again; it gives it back "
-                        "as it can, or at its next restart)"
-                        % (got // KIB if got else "?", before["memory_kib"] // KIB))
+        note = _balloon_back(dom, name, before["memory_kib"], 30)
+        if note:
+            left.append(note)
     restored = dict(rec, restored=True, left=left)
     restored.pop("original_xml", None)  # it is the definition again
-    if restored["status"] not in ("reverting", "error"):
-        restored = record_mod.transition(restored, "reverting", params.get("reason") or "reverted")
     _libvirt(lambda: c.conn.defineXML(record_mod.embed(rec["original_xml"], restored)),
              "cannot restore the original definition", name)
     if claim:
         state_mod.remove(params["state_dir"], mid)
     return {"changed": True, "actions": actions, "left": left, "host": host}
+
+
+def _balloon_back(dom, name, kib, timeout):
+    """Set the running VM's balloon target back to `kib` and give the guest `timeout` seconds to
+    reach it; what it still holds after that, as a note (None when it gave it back)."""
+    _libvirt(lambda: dom.setMemoryFlags(kib, libvirt.VIR_DOMAIN_AFFECT_LIVE), "cannot set the memory balloon back",
+             name)
+    try:
+        wait_until(lambda: _running_size(dom)["actual_kib"] in (kib, None), timeout, interval=0.25, what="the balloon")
+        return None
+    except (WaitTimeout, libvirt.libvirtError):
+        got = _seen(dom).get("actual_kib")
+        return ("the guest still holds %s MiB of memory (its definition has %d MiB again; it gives it back as it "
+                "can, or at its next restart)" % (got // KIB if got else "?", kib // KIB))

@@ -137,6 +137,20 @@ def embed(domain_xml, rec):
     return etree.tostring(root, encoding="unicode")
 
 
+def without_record(domain_xml):
+    """The domain XML without any record of ours in its <metadata> (what a record keeps as the
+    original definition: records never nest)."""
+    root = parse_xml(domain_xml)
+    meta = root.find("metadata")
+    if meta is None:
+        return domain_xml
+    for old in [el for el in meta if isinstance(el.tag, str) and el.tag.startswith("{%s}" % RECORD_NS)]:
+        meta.remove(old)
+    if not len(meta):
+        root.remove(meta)
+    return etree.tostring(root, encoding="unicode")
+
+
 def from_xml(xml):
     """Parse what virDomainGetMetadata returns for RECORD_NS; None for no record."""
     if not xml:

@@ -266,6 +266,12 @@ def _revert_source(params, check_mode, dom, name, mid, host):
     if rec.get("rolled_back") or rec.get("status") == "reverted":
         # Done before: the VM is as it was (and what the operator did with it since stays so).
         return {"changed": False, "actions": [], "state": state_of(dom), "migration": rec, "host": host}
+    if rec.get("mode") == "live" and not rec.get("restored"):
+        # The destination step (live.revert) puts the definition back; until it did, the record
+        # stays open for recover.yml.
+        raise ValidationError("live resize %s is not undone yet (the destination step did not complete); the "
+                              "record stays open" % mid, domain=name, host=host,
+                              hint="run playbooks/recover.yml -e instance=%s" % name)
     if params.get("keep_off") and rec.get("copied"):
         # The destination had the copy and did not say it removed it: it may run the VM. Starting
         # the original (or putting a shared disk's backup back under it) would make two.
@@ -357,18 +363,21 @@ def _confirm_destination(params, check_mode, dom, name, mid, host):
     if rec["status"] not in ("finished", "confirming"):
         raise ValidationError("migration %s is %s; only a finished resize can be confirmed"
                               % (mid, rec["status"]), domain=name, host=host)
-    if params.get("step") == "begin":
+    # A live resize grows its disks when it is confirmed (never before: a revert had nothing to undo
+    # there), before the point of no return: a disk that cannot grow leaves the resize finished.
+    grown = live.grow_pending(dom, rec, check_mode=True) \
+        if rec.get("mode") == "live" and rec["status"] == "finished" else []
+    if params.get("step") == "begin" or (grown and rec["status"] == "finished"):
         if check_mode:
-            return {"changed": True, "actions": ["record confirming"]}
+            return {"changed": True, "actions": grown + ["record confirming"]}
+        if grown:
+            live.grow_pending(dom, rec, check_mode=False)
         rec = record_mod.transition(rec, "confirming", "confirm requested; the source deletes its backup next")
         set_record(dom, rec)
-        return {"changed": True, "migration": rec, "actions": ["record confirming"]}
-    # A live resize grows its disks now that it is confirmed (never before: a revert had nothing to undo).
-    grown = live.grow_pending(dom, rec, check_mode=True) if rec.get("mode") == "live" else []
+        if params.get("step") == "begin":
+            return {"changed": True, "migration": rec, "actions": grown + ["record confirming"]}
     if check_mode:
-        return {"changed": True, "actions": grown + ["record confirmed", "release claim"]}
-    if grown:
-        live.grow_pending(dom, rec, check_mode=False)
+        return {"changed": True, "actions": ["record confirmed", "release claim"]}
     rec = _move(rec, "confirming", "confirm requested")
     rec = record_mod.transition(rec, "confirmed", "source cleaned up; claim released")
     rec.pop("original_xml", None)

@@ -98,6 +98,7 @@ def test_ceilings_auto_are_the_largest_flavor_that_fits_the_destination():
     ("many", "auto", "resize_max_vcpus must be auto, 0 or a whole number, got 'many'"),
     ("auto", -1, "resize_max_memory_mb must be auto, 0 or a whole number"),
     (True, "auto", "resize_max_vcpus must be auto, 0 or a whole number"),
+    (300, "auto", r"resize_max_vcpus=300 is more than a VM can have here \(255\)"),
 ])
 def test_bad_ceilings_are_refused_naming_the_variable(max_vcpus, max_mem, match):
     with pytest.raises(ValidationError, match=match):
@@ -155,6 +156,14 @@ def test_no_memory_ceiling_where_qemu_holds_all_of_memory_whatever_the_balloon_s
     for devices in ("<hostdev mode='subsystem' type='pci'/>", "<memballoon model='virtio' autodeflate='on'/>"):
         got = live.ceilings(xml(balloon=devices), flavor(2, 256), {"m": flavor(3, 384)}, {"cpus": 4, "memory_mb": 4096})
         assert got["memory_mb"] == 256 and "no memory ceiling" in got["warnings"][0]
+
+
+def test_auto_is_at_most_twice_the_new_size():
+    flavors = {"m": flavor(3, 384), "big": flavor(8, 65536)}
+    got = live.ceilings(xml(), flavor(1, 128), flavors, {"cpus": 64, "memory_mb": 1 << 20})
+    assert (got["vcpus"], got["memory_mb"]) == (1, 128), "3 vCPUs and 384 MiB are more than twice 1 / 128"
+    got = live.ceilings(xml(), flavor(2, 256), flavors, {"cpus": 64, "memory_mb": 1 << 20})
+    assert (got["vcpus"], got["memory_mb"]) == (3, 384)
 
 
 def test_a_flavor_nobody_asked_for_does_not_block_the_ceilings():
