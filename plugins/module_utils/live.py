@@ -194,8 +194,8 @@ def _ceiling(value, key, flavor, flavors, cap, what):
     # a VM can have, or more memory than the host has, would only fail when the VM starts.
     limit = MAX_VCPUS if key == "vcpus" else cap
     if number > limit:
-        raise ValidationError("%s=%d is more than %s (%d)" % (what, number, "a VM can have here" if key == "vcpus"
-                                                             else "the destination has, in MiB", limit),
+        where = "a VM can have here" if key == "vcpus" else "the destination has, in MiB"
+        raise ValidationError("%s=%d is more than %s (%d)" % (what, number, where, limit),
                               hint="set it to at most %d, or to auto" % limit)
     return number
 
