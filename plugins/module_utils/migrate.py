@@ -94,7 +94,7 @@ def _power_off_migrate(params, check_mode, dom, name, mid, host):
         # Resize in place: the backup is a verified copy beside each disk, and the original
         # definition travels in the record, so that revert can restore both exactly.
         rec["same_host"] = True
-        rec["original_xml"] = inst["defined_xml"]
+        rec["original_xml"] = record_mod.without_record(inst["defined_xml"])  # records never nest
         # Name the backups before making them, so that a rollback finds even a half-made one
         # (the paths were checked free above: whatever is there later is ours).
         rec["disks"] = [{"path": d["path"], "backup": d["path"] + local.BACKUP_SUFFIX} for d in disks]

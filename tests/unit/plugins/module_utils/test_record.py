@@ -109,3 +109,15 @@ def test_every_status_is_reachable_and_says_what_recovers_it():
     for status in statuses - {"confirmed", "reverted"}:
         assert record.is_open({"status": status}), status
         assert "nothing" not in record.RECOVERS[status]
+
+
+def test_the_original_definition_a_record_keeps_has_no_record_in_it():
+    from ansible_collections.hypervisor.resize.plugins.module_utils.record import embed, from_xml, without_record
+    xml = "<domain type='qemu'><name>web01</name><metadata><other xmlns='urn:x'/></metadata></domain>"
+    rec = {"id": "m-1", "status": "finished", "original_xml": xml}
+    once = embed(xml, rec)
+    assert "hypervisor-resize.dev" in once
+    stripped = without_record(once)
+    assert "hypervisor-resize.dev" not in stripped and "urn:x" in stripped
+    assert without_record(embed(embed(xml, rec), dict(rec, original_xml=once))).count("migration") == 0
+    assert from_xml(None) is None
