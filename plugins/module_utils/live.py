@@ -25,7 +25,7 @@ from . import state as state_mod
 from . import storage
 from ._policy import SECURITY_DOC
 from .connection import Connection, get_record, hostname, inactive_xml, libvirt, libvirt_error, set_record, wait_until
-from .domain import check_domain_name, copy_disks, model_from_xml, normalize, parse_xml, to_bytes
+from .domain import _cpu_set, _cpu_text, check_domain_name, copy_disks, model_from_xml, normalize, parse_xml, to_bytes
 from .errors import ResizeError, ValidationError, WaitTimeout
 from .flavor import GIB, MIB, capacity_reasons, normalize_flavor
 
@@ -115,7 +115,12 @@ def refusals(model, root, state, changes, running_vcpus=None):
     return why
 
 
-def step_texts(before, after, disks, timeout):
+def agent_channel(root):
+    """Whether the domain has a QEMU guest agent channel (the guest may or may not run the agent)."""
+    return any(t.get("name") == "org.qemu.guest_agent.0" for t in root.findall("./devices/channel/target"))
+
+
+def step_texts(before, after, disks, timeout, agent=False):
     """What a live resize does, in order (the controller's plan and the host's are the same text).
     Memory first, and proved from the guest, before the vCPUs: a guest that does not take it gets
     it back before anything that cannot be undone live (a vCPU the guest has onlined) happened."""
@@ -128,8 +133,9 @@ def step_texts(before, after, disks, timeout):
     if after["vcpus"] != before["vcpus"]:
         out.append(("vcpus", "vCPUs %d -> %d (hot-plug, in the running VM and its definition)"
                     % (before["vcpus"], after["vcpus"])))
-        out.append(("vcpus-taken", "wait up to %ds for QEMU to run %d vCPUs (the guest onlines them itself)"
-                    % (timeout, after["vcpus"])))
+        out.append(("vcpus-taken", ("wait up to %ds for the guest to have %d vCPUs online (asked through its guest "
+                                    "agent)" if agent else "wait up to %ds for QEMU to run %d vCPUs (no guest agent "
+                                    "channel: the guest onlines them itself, unchecked)") % (timeout, after["vcpus"])))
     for d in disks:
         out.append(("disk:" + d["target"], "%s disk %s %s -> %s when the resize is confirmed (grown in place, "
                                            "live; until then a revert has nothing to undo there)"
@@ -165,7 +171,7 @@ def decide(instance, plan, mode="auto", timeout=60, host_reasons=None, target_ho
     after = {"vcpus": plan["after"]["vcpus"], "memory_mb": plan["after"]["memory_mb"]}
     return {"path": "live", "why": ["the VM runs and the change fits its hot-plug ceilings (%d vCPUs, %d MiB) "
                                     "and its host" % (model["max_vcpus"], model["max_memory_mb"])],
-            "steps": [t for _n, t in step_texts(before, after, disks, timeout)], "disks": disks}
+            "steps": [t for _n, t in step_texts(before, after, disks, timeout, agent_channel(root))], "disks": disks}
 
 
 CEILING_AUTO = "auto"
@@ -370,7 +376,8 @@ def _apply(params, check_mode, dom, name, mid, host, new):
     after = {"vcpus": new["vcpus"], "memory_mb": new["memory_mb"]}
     before_kib = _current_kib(root)
     timeout = int(params["verify_timeout"])
-    texts = step_texts(before, after, disks, timeout)
+    agent = agent_channel(root)
+    texts = step_texts(before, after, disks, timeout, agent)
     increase = {"vcpus": max(after["vcpus"] - before["vcpus"], 0),
                 "memory_mb": max(after["memory_mb"] - before["memory_mb"], 0),
                 "disk_bytes": sum(int(d["after"]) - int(d["before"]) for d in disks)}
@@ -400,7 +407,8 @@ def _apply(params, check_mode, dom, name, mid, host, new):
         state_mod.write_record(params["state_dir"], dict(rec, claim=dict(increase, disk_bytes=0),
                                                          original_xml=None))
     try:
-        steps = _steps(dom, name, host, dict(before, memory_kib=before_kib), after, timeout)
+        warnings = []
+        steps = _steps(dom, name, host, dict(before, memory_kib=before_kib), after, timeout, agent, warnings)
         outcome = plan_mod.execute([s for s in steps if not s.name.startswith("disk:")],
                                    on_done=lambda s: _note(dom, rec, s))
         rec = get_record(dom) or rec
@@ -431,6 +439,8 @@ def _apply(params, check_mode, dom, name, mid, host, new):
     finally:
         state_mod.remove(params["state_dir"], mid)  # the claim: the definition counts the new size now
     result.update(migration=rec, guest=_seen(dom), domain=after)
+    if warnings:
+        result["warnings"] = warnings
     return result
 
 
@@ -460,9 +470,9 @@ def _libvirt(call, what, name):
         raise libvirt_error(exc, what, domain=name)
 
 
-def _steps(dom, name, host, before, after, timeout):
+def _steps(dom, name, host, before, after, timeout, agent=False, warnings=None):
     both = libvirt.VIR_DOMAIN_AFFECT_LIVE | libvirt.VIR_DOMAIN_AFFECT_CONFIG
-    texts = dict(step_texts(before, after, [], timeout))
+    texts = dict(step_texts(before, after, [], timeout, agent))
     steps = []
     if "memory" in texts:
         def memory_back():
@@ -493,8 +503,12 @@ def _steps(dom, name, host, before, after, timeout):
             "vcpus", texts["vcpus"],
             apply=lambda: _libvirt(lambda: dom.setVcpusFlags(after["vcpus"], both), "cannot hot-plug vCPUs", name),
             undo=vcpus_back, undo_failed_apply=True))
-        steps.append(plan_mod.Step("vcpus-taken", texts["vcpus-taken"],
-                                   apply=lambda: _wait(dom, name, host, "vcpus", after, timeout)))
+        def vcpus_taken():
+            _wait(dom, name, host, "vcpus", after, timeout)
+            note = _wait_agent(dom, name, host, after, timeout) if agent else None
+            if note and warnings is not None:
+                warnings.append(note)
+        steps.append(plan_mod.Step("vcpus-taken", texts["vcpus-taken"], apply=vcpus_taken))
     return steps
 
 
@@ -521,6 +535,41 @@ def _wait(dom, name, host, what, after, timeout, clock=time.monotonic, sleep=tim
                           domain=name, host=host)
     except libvirt.libvirtError as exc:
         raise libvirt_error(exc, "cannot see what the guest has", domain=name)
+
+
+def _wait_agent(dom, name, host, after, timeout, clock=time.monotonic, sleep=time.sleep):
+    """Through the guest agent: the guest has the new vCPUs online (asked once to online those it
+    has not). An agent that answers and does not get there fails the step; one that does not answer
+    at all leaves it unchecked, which the returned note says."""
+    seen = {"answered": False, "asked": False, "online": None, "error": None}
+
+    def online():
+        try:
+            info = dom.guestVcpus()
+        except libvirt.libvirtError as exc:
+            seen["error"] = exc.get_error_message()
+            return False
+        seen["answered"] = True
+        on, known = _cpu_set(info.get("online", "")), _cpu_set(info.get("vcpus", ""))
+        seen["online"] = len(on)
+        if len(on) >= after["vcpus"]:
+            return True
+        if not seen["asked"]:
+            seen["asked"] = True
+            offline = sorted(known - on)[:after["vcpus"] - len(on)]
+            if offline:
+                _libvirt(lambda: dom.setGuestVcpus(_cpu_text(offline), 1), "cannot online vCPUs in the guest", name)
+        return False
+
+    try:
+        wait_until(online, timeout, interval=0.5, what="the guest's vCPUs", clock=clock, sleep=sleep)
+        return None
+    except WaitTimeout:
+        if seen["answered"]:
+            raise ResizeError("the guest has %d vCPUs online, not %d, after %ds (its guest agent says so)"
+                              % (seen["online"] or 0, after["vcpus"], timeout), domain=name, host=host)
+        return ("the guest agent did not answer (%s): the guest's view of its %d vCPUs is not checked"
+                % (seen["error"] or "no reply", after["vcpus"]))
 
 
 def grow_pending(dom, rec, check_mode):

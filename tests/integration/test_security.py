@@ -156,7 +156,7 @@ def guest_xml(vm, vm_uuid, disk, fmt):
     with open(GUEST_XML) as fh:
         xml = fh.read()
     for key, value in {"NAME": vm, "UUID": vm_uuid, "MAX_MEMORY_MB": "128", "MEMORY_MB": "128", "VCPUS": "1",
-                       "VCPU_ATTR": "", "CMDLINE_EXTRA": "", "DISK": disk, "FORMAT": fmt}.items():
+                       "VCPU_ATTR": "", "CMDLINE_EXTRA": "", "DEVICES_EXTRA": "", "DISK": disk, "FORMAT": fmt}.items():
         xml = xml.replace("@%s@" % key, value)
     return xml
 

@@ -7,7 +7,9 @@
 # so a disk that travelled with the guest shows it; uptime_s shows that nothing rebooted.
 # Kernel command line flags (bed guest --guest-flags): hvr.noballoon (no virtio_balloon driver: a
 # guest that cannot take a memory change), hvr.noonline (hot-plugged vCPUs stay offline),
-# hvr.heartbeat (an "HVR-TICK <uptime>" line every 0.1 s: a pause of the guest shows as a gap).
+# hvr.heartbeat (an "HVR-TICK <uptime>" line every 0.1 s: a pause of the guest shows as a gap),
+# hvr.agent (a guest agent on the org.qemu.guest_agent.0 port: guest-sync, guest-ping,
+# guest-get-vcpus, guest-set-vcpus - what a live resize asks a guest about its vCPUs).
 /bin/busybox --install -s /bin
 export PATH=/bin
 
@@ -21,6 +23,7 @@ flag() { case " $(cat /proc/cmdline) " in *" hvr.$1 "*) return 0 ;; esac; return
 
 mods="virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk button evdev"
 flag noballoon || mods="$mods virtio_balloon"
+flag agent && mods="$mods virtio_console"
 for m in $mods; do
     insmod "/lib/modules/$m.ko" || say "HVR-ERROR insmod $m failed"
 done
@@ -40,6 +43,53 @@ else
     say "HVR-ERROR no /dev/vda"
     count=0
 fi
+
+# The bed's guest agent: one JSON command per line in, one reply per line out (the QEMU guest
+# agent protocol, as libvirt speaks it), for the few commands a live resize uses.
+vcpus_json() {
+    sep=""
+    for d in /sys/devices/system/cpu/cpu[0-9]*; do
+        n=${d##*/cpu}
+        on=true can=false
+        if [ -f "$d/online" ]; then
+            can=true
+            [ "$(cat "$d/online")" = 1 ] || on=false
+        fi
+        printf '%s{"logical-id": %s, "online": %s, "can-offline": %s}' "$sep" "$n" "$on" "$can"
+        sep=", "
+    done
+}
+set_vcpus() {
+    done_n=0
+    for pair in $(echo "$1" | tr -d ' ' | grep -o '"logical-id":[0-9]*,"online":[a-z]*'); do
+        n=$(echo "$pair" | sed 's/.*"logical-id":\([0-9]*\).*/\1/')
+        case "$pair" in *true) v=1 ;; *) v=0 ;; esac
+        [ -f "/sys/devices/system/cpu/cpu$n/online" ] && echo "$v" >"/sys/devices/system/cpu/cpu$n/online" 2>/dev/null
+        done_n=$((done_n + 1))
+    done
+    printf '{"return": %s}\n' "$done_n"
+}
+agent() {
+    port=""
+    for p in /sys/class/virtio-ports/vport*; do
+        [ "$(cat "$p/name" 2>/dev/null)" = org.qemu.guest_agent.0 ] && port=/dev/${p##*/}
+    done
+    [ -n "$port" ] || { say "HVR-ERROR no guest agent port"; return; }
+    while :; do
+        exec 3<>"$port" || { sleep 1; continue; }
+        while IFS= read -r line <&3; do
+            case "$line" in
+                *guest-sync*) printf '{"return": %s}\n' "$(echo "$line" | sed -n 's/.*"id": *\([0-9]*\).*/\1/p')" ;;
+                *guest-ping*) printf '{"return": {}}\n' ;;
+                *guest-get-vcpus*) printf '{"return": [%s]}\n' "$(vcpus_json)" ;;
+                *guest-set-vcpus*) set_vcpus "$line" ;;
+                *) printf '{"error": {"class": "CommandNotFound", "desc": "not in the bed agent"}}\n' ;;
+            esac >&3
+        done
+        exec 3<&-
+        sleep 0.5
+    done
+}
 
 online_cpus() {
     flag noonline && return 0
@@ -66,6 +116,7 @@ report "$last"
 # busybox acpid reads /dev/input/event* and runs <confdir>/PWRF/00000080 on the power button.
 acpid -c /etc/acpi -l /dev/null
 say "HVR-READY"
+flag agent && agent &
 if flag heartbeat; then
     while :; do say "HVR-TICK $(cut -d' ' -f1 /proc/uptime)"; sleep 0.1; done &
 fi

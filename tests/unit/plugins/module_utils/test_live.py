@@ -158,6 +158,13 @@ def test_no_memory_ceiling_where_qemu_holds_all_of_memory_whatever_the_balloon_s
         assert got["memory_mb"] == 256 and "no memory ceiling" in got["warnings"][0]
 
 
+def test_with_a_guest_agent_channel_the_plan_asks_the_guest_about_its_vcpus():
+    channel = "<channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>"
+    got = decide(instance(balloon=channel), flavor())
+    assert "wait up to 60s for the guest to have 2 vCPUs online (asked through its guest agent)" in got["steps"]
+    assert "no guest agent channel: the guest onlines them itself, unchecked" in decide(instance(), flavor())["steps"][3]
+
+
 def test_auto_is_at_most_twice_the_new_size():
     flavors = {"m": flavor(3, 384), "big": flavor(8, 65536)}
     got = live.ceilings(xml(), flavor(1, 128), flavors, {"cpus": 64, "memory_mb": 1 << 20})
