@@ -204,3 +204,27 @@ def test_a_live_resize_killed_half_way_is_rolled_back_by_recover(bed, guest):
     sh(bed, "hv1", VIRSH + "destroy %s" % vm)
     proc, result = adhoc(bed, "hv1", "hypervisor.resize.virt_live_resize", dict(args, migration_id=mid.replace("7", "8")))
     assert proc.returncode != 0 and "the VM is not running; a live resize needs a running VM" in result["msg"]
+
+
+def test_the_guest_agent_onlines_and_proves_the_new_vcpus_and_an_agent_that_does_not_answer_is_said(bed, guest):
+    # The guest onlines nothing by itself (noonline); its agent does what it is asked.
+    vm = live_guest(guest, bed, "it-live-agent", guest_flags="agent,noonline")
+    report_when(bed, vm, "hv1", lambda r: int(r["memtotal_kb"]) < SETTLED_128, what="the balloon at 128 MiB")
+    proc = playbook(bed, "resize.yml", check=True, instance=vm, flavor="m1.small")
+    assert "wait up to 60s for the guest to have 2 vCPUs online (asked through its guest agent)" in said(proc)
+    got = report_when(bed, vm, "hv1", lambda r: r["nproc"] == "2")
+    assert got["boot_count"] == "1"
+    playbook(bed, "revert.yml", check=True, instance=vm)
+
+    # A channel without an agent behind it: the vCPUs are proved by QEMU only, and the run says so.
+    quiet = live_guest(guest, bed, "it-live-noagent", guest_flags="noonline")
+    sh(bed, "hv1", VIRSH + "destroy %s" % quiet)
+    sh(bed, "hv1", "virsh -q -c qemu:///system dumpxml --inactive %s > /tmp/%s.xml && sed -i "
+                   "\"s|</devices>|<channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/>"
+                   "</channel></devices>|\" /tmp/%s.xml && %s define /tmp/%s.xml >/dev/null && %s start %s"
+                   % (quiet, quiet, quiet, VIRSH, quiet, VIRSH, quiet))
+    report_when(bed, quiet, "hv1", lambda r: int(r["memtotal_kb"]) < SETTLED_128, what="the balloon at 128 MiB")
+    proc = playbook(bed, "resize.yml", check=True, instance=quiet, flavor="m1.small", resize_live_timeout=6)
+    assert "the guest agent did not answer" in said(proc) and "not checked" in said(proc)
+    assert record(bed, "hv1", quiet)["status"] == "finished"
+    assert report(bed, quiet, "hv1")["nproc"] == "1", "nobody onlined it: that is what the warning says"
