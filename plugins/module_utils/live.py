@@ -549,6 +549,8 @@ def _wait_agent(dom, name, host, after, timeout, clock=time.monotonic, sleep=tim
         except libvirt.libvirtError as exc:
             seen["error"] = exc.get_error_message()
             return False
+        if not info:  # the bindings say nothing when the agent is not connected
+            return False
         seen["answered"] = True
         on, known = _cpu_set(info.get("online", "")), _cpu_set(info.get("vcpus", ""))
         seen["online"] = len(on)

@@ -13,8 +13,10 @@ description:
   - Runs on the VM's own host. Sets the memory balloon up to the domain's C(<memory>) ceiling and
     waits up to O(verify_timeout) seconds for the guest to take it (the balloon's actual size, which
     the guest's driver reports, is the new memory); then hot-plugs vCPUs up to its C(<vcpu>) ceiling
-    and waits for QEMU to run them (the guest onlines them itself). Both in the running VM and in
-    its definition, so the next boot keeps the size.
+    and waits for QEMU to run them and, when the domain has a guest agent channel, for the guest to
+    have them online (through the agent, which is asked once to online those it has not; an agent
+    that does not answer leaves this unchecked, with a warning). Both in the running VM and in its
+    definition, so the next boot keeps the size.
   - The disks in O(disks) are checked now and grown when the resize is confirmed
     (C(virt_confirm_resize), live with C(blockResize)) - a disk never changes before confirm.
   - The change is a plan of steps run by one executor. When a step fails or the guest does not take
