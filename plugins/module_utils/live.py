@@ -503,6 +503,7 @@ def _steps(dom, name, host, before, after, timeout, agent=False, warnings=None):
             "vcpus", texts["vcpus"],
             apply=lambda: _libvirt(lambda: dom.setVcpusFlags(after["vcpus"], both), "cannot hot-plug vCPUs", name),
             undo=vcpus_back, undo_failed_apply=True))
+
         def vcpus_taken():
             _wait(dom, name, host, "vcpus", after, timeout)
             note = _wait_agent(dom, name, host, after, timeout) if agent else None
