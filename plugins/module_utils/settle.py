@@ -121,8 +121,10 @@ def _revert_destination(params, check_mode, c, dom, name, mid, host):
         # Ours (prep proved no TPM state for this UUID was here, and no other migration of it is
         # open): libvirt removes whatever TPM state it made for it here.
         "domain": lambda _arg: _remove_domain(dom, name, keep_tpm=False),
-        "file": local.safe_unlink,
-        "dir": shutil.rmtree,
+        # Checked again when their turn comes: removing the domain removes what libvirt keeps for it
+        # (its TPM's state directory).
+        "file": lambda path: local.safe_unlink(path) if os.path.lexists(path) else None,
+        "dir": lambda path: shutil.rmtree(path) if os.path.lexists(path) else None,
         "marker": lambda path: markers.remove_markers([path]),
         "key": lambda _arg: keys.edit_authorized_keys(params["authorized_keys"], remove_id=mid),
         "claim": lambda _arg: state_mod.remove(params["state_dir"], mid),
@@ -150,12 +152,18 @@ def _observe_destination(params, dom, drec, srec, name, mid):
         "files": sorted(p for p in set(files) if os.path.lexists(p)),
         # Directories prep made for state files (a vTPM's): named in its record before they were
         # made, proven absent before (P4), so all that is in them is this migration's.
-        "made_dirs": [e["path"] for e in (srec or {}).get("made_dirs") or [] if made_here(e, srec.get("uuid"))],
+        "made_dirs": _outermost([e["path"] for e in (srec or {}).get("made_dirs") or []
+                                 if made_here(e, srec.get("uuid"))]),
         "markers": [p for p in (srec or {}).get("markers") or []
                     if os.path.lexists(p) or os.path.lexists(p + ".tmp")],
         "key": keys.has_key(params["authorized_keys"], mid),
         "claim": os.path.isdir(state_mod.migration_dir(params["state_dir"], mid)),
     }
+
+
+def _outermost(paths):
+    """Directories of the list not inside another one of it (removing that one removes them)."""
+    return [p for p in paths if not any(p != q and p.startswith(q.rstrip("/") + "/") for q in paths)]
 
 
 def revert_destination_plan(obs):
