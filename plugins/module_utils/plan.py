@@ -5,8 +5,8 @@
 
 A step says what it does (`text`), does it (`apply`) and, where that can be undone, undoes it
 (`undo`, which may return what it could not undo); a step that cannot be undone says what it
-leaves (`leaves`). The plan is computed first,
-from facts alone: check mode returns its texts and nothing runs. `execute` applies the steps in
+leaves (`leaves`). The plan is computed first, from facts alone: check mode returns its texts and
+nothing runs. `execute` applies the steps in
 order; when one fails it undoes the completed ones in reverse order and says precisely what was
 undone and what is left. Pure: the steps bring their own I/O.
 """
@@ -28,11 +28,6 @@ class Step:
 
     def __repr__(self):
         return "Step(%r)" % self.name
-
-
-def describe(steps):
-    """The plan as an operator reads it (check mode prints this)."""
-    return [s.text for s in steps]
 
 
 def execute(steps, on_done=None):

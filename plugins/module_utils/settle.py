@@ -124,7 +124,8 @@ def _revert_destination(params, check_mode, c, dom, name, mid, host):
         # Checked again when their turn comes: removing the domain removes what libvirt keeps for it
         # (its TPM's state directory).
         "file": lambda path: local.safe_unlink(path) if os.path.lexists(path) else None,
-        "dir": lambda path: shutil.rmtree(path) if os.path.lexists(path) else None,
+        # A made directory goes only while it is still the one prep made (same inode, P4).
+        "dir": lambda entry: shutil.rmtree(entry["path"]) if made_here(entry, (srec or {}).get("uuid")) else None,
         "marker": lambda path: markers.remove_markers([path]),
         "key": lambda _arg: keys.edit_authorized_keys(params["authorized_keys"], remove_id=mid),
         "claim": lambda _arg: state_mod.remove(params["state_dir"], mid),
@@ -152,8 +153,7 @@ def _observe_destination(params, dom, drec, srec, name, mid):
         "files": sorted(p for p in set(files) if os.path.lexists(p)),
         # Directories prep made for state files (a vTPM's): named in its record before they were
         # made, proven absent before (P4), so all that is in them is this migration's.
-        "made_dirs": _outermost([e["path"] for e in (srec or {}).get("made_dirs") or []
-                                 if made_here(e, srec.get("uuid"))]),
+        "made_dirs": _outermost([e for e in (srec or {}).get("made_dirs") or [] if made_here(e, srec.get("uuid"))]),
         "markers": [p for p in (srec or {}).get("markers") or []
                     if os.path.lexists(p) or os.path.lexists(p + ".tmp")],
         "key": keys.has_key(params["authorized_keys"], mid),
@@ -161,9 +161,10 @@ def _observe_destination(params, dom, drec, srec, name, mid):
     }
 
 
-def _outermost(paths):
-    """Directories of the list not inside another one of it (removing that one removes them)."""
-    return [p for p in paths if not any(p != q and p.startswith(q.rstrip("/") + "/") for q in paths)]
+def _outermost(entries):
+    """Made directories not inside another one of the list (removing that one removes them)."""
+    paths = [e["path"] for e in entries]
+    return [e for e in entries if not any(e["path"] != q and e["path"].startswith(q.rstrip("/") + "/") for q in paths)]
 
 
 def revert_destination_plan(obs):
@@ -174,7 +175,7 @@ def revert_destination_plan(obs):
     if obs["domain_ours"]:
         steps.append(("domain", "remove domain %s" % obs["name"], None))
     steps += [("file", "delete %s" % path, path) for path in obs["files"]]
-    steps += [("dir", "delete %s/" % path, path) for path in obs["made_dirs"]]
+    steps += [("dir", "delete %s/" % entry["path"], entry) for entry in obs["made_dirs"]]
     steps += [("marker", "delete marker %s" % path, path) for path in obs["markers"]]
     if obs["key"]:
         steps.append(("key", "revoke transfer key", None))

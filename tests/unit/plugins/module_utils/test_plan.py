@@ -63,18 +63,13 @@ def test_a_step_that_cannot_be_noted_is_undone_with_the_rest():
     assert not result["ok"] and result["failed"] == "b" and log == ["apply a", "apply b", "undo b", "undo a"]
 
 
-def test_the_plan_reads_without_running_anything():
-    log = []
-    assert plan.describe(steps(log)) == ["step a", "step b", "step c", "step d"] and log == []
-
-
 def test_a_revert_on_the_destination_is_a_plan_read_from_what_is_there():
     from ansible_collections.hypervisor.resize.plugins.module_utils.settle import revert_destination_plan
     nothing = {"name": "web01", "domain_ours": False, "files": [], "made_dirs": [], "markers": [], "key": False,
                "claim": False}
     assert revert_destination_plan(nothing) == []
     everything = dict(nothing, domain_ours=True, files=["/i/web01.qcow2", "/i/web01.qcow2.hvresize-part"],
-                      made_dirs=["/var/lib/libvirt/swtpm/u"], markers=["/s/.hvresize-shared-m"], key=True, claim=True)
+                      made_dirs=[{"path": "/var/lib/libvirt/swtpm/u"}], markers=["/s/.hvresize-shared-m"], key=True, claim=True)
     got = revert_destination_plan(everything)
     assert [text for _k, text, _a in got] == [
         "remove domain web01", "delete /i/web01.qcow2", "delete /i/web01.qcow2.hvresize-part",
@@ -82,3 +77,10 @@ def test_a_revert_on_the_destination_is_a_plan_read_from_what_is_there():
         "release claim"]
     # The domain goes first (it uses the files), the claim last (a revert stopped half-way finds it again).
     assert got[0][0] == "domain" and got[-1][0] == "claim"
+
+
+def test_a_made_directory_inside_another_goes_with_it():
+    from ansible_collections.hypervisor.resize.plugins.module_utils.settle import _outermost
+    top, inner = {"path": "/var/lib/libvirt/swtpm/u"}, {"path": "/var/lib/libvirt/swtpm/u/tpm2"}
+    assert _outermost([top, inner]) == [top] and _outermost([inner]) == [inner]
+    assert _outermost([top, {"path": "/var/lib/libvirt/swtpm/uu"}]) == [top, {"path": "/var/lib/libvirt/swtpm/uu"}]
