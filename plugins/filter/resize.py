@@ -16,7 +16,7 @@ import datetime
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.hypervisor.resize.plugins.module_utils import _policy, live, parts
+from ansible_collections.hypervisor.resize.plugins.module_utils import _policy, live, parts, schedule
 from ansible_collections.hypervisor.resize.plugins.module_utils import record as record_mod
 from ansible_collections.hypervisor.resize.plugins.module_utils.domain import (
     check_domain_name,
@@ -160,68 +160,29 @@ def resize_schedule(results, source, instance, flavor, host_options=None, target
     if refusals and not allow_same_host:
         raise ResizeError("VM %s cannot move to another host: %s" % (instance.get("name"), "; ".join(refusals)),
                           hint="nothing was changed (the rules: %s)" % _policy.SECURITY_DOC)
-    weights = dict({"ram": 1.0, "cpu": 0.0, "disk": 0.0}, **(weights or {}))
+    weights = schedule.full_weights(weights)
     disk_bytes = sum(int(d.get("allocation") or 0) for d in instance.get("moved_files", instance["copy_disks"]))
     request = {"vcpus": flavor["vcpus"], "memory_mb": flavor["memory_mb"], "disk_bytes": disk_bytes}
-    src_facts = (_facts(results).get(source) or {}).get("hypervisor") or {}
-    nics = instance.get("interfaces") or []
+    facts = _facts(results)
+    vm_reasons = _vm_reasons(instance, facts, source, paths, refusals)
+    current = {k: instance[k] for k in ("vcpus", "memory_mb") if k in instance}
     rejected, passed = {}, []
-    for host, res in sorted(_facts(results).items()):
-        reasons = []
-        opts = host_options.get(host) or {}
-        hv = res.get("hypervisor") or {}
-        if res.get("failed"):
-            reasons.append("facts unavailable: %s" % res["failed"])
-        elif opts.get("maintenance"):
-            reasons.append("in maintenance (hypervisor_maintenance is set)")
-        elif opts.get("enabled") is False:
-            reasons.append("disabled (hypervisor_enabled is false)")
-        elif host == source and not allow_same_host:
-            reasons.append("is the source host")
-        elif host != source and refusals:
-            reasons += refusals
-        else:
-            if host != source:
-                reasons += _path_reasons(paths, hv)
-                if instance.get("xml") and parts.emulated_tpm(parse_xml(instance["xml"])) \
-                        and hv.get("swtpm") is False:
-                    reasons.append("no swtpm for the VM's emulated TPM (install swtpm there)")
-            if src_facts.get("arch") and hv.get("arch") != src_facts.get("arch"):
-                reasons.append("architecture %s differs from the source's %s" % (hv.get("arch"), src_facts.get("arch")))
-            for nic in nics:
-                src = nic.get("source") or {}
-                if nic.get("type") == "bridge" and src.get("bridge") not in hv.get("bridges", []):
-                    reasons.append("bridge %s missing" % src.get("bridge"))
-                if nic.get("type") == "network" and src.get("network") not in hv.get("networks", []):
-                    reasons.append("libvirt network %s missing" % src.get("network"))
-            limits = _limits(opts)
-            need = request
-            if host == source:
-                # In place: the VM's current size is already counted here; only the increase is new.
-                need = dict(request, vcpus=max(request["vcpus"] - int(instance.get("vcpus", 0)), 0),
-                            memory_mb=max(request["memory_mb"] - int(instance.get("memory_mb", 0)), 0))
-            reasons += capacity_reasons(dict(hv, **limits), need)
+    for host, res in sorted(facts.items()):
+        reasons = schedule.host_reasons(host, res, host_options.get(host) or {}, source=source, need=request,
+                                        current=current, allow_same_host=allow_same_host, vm_reasons=vm_reasons)
         if reasons:
             rejected[host] = reasons
         else:
-            passed.append((host, hv))
+            passed.append((host, res.get("hypervisor") or {}))
     if target_host:
-        if target_host not in _facts(results):
+        if target_host not in facts:
             raise ResizeError("target host %s is not among the hypervisors (%s)"
-                              % (target_host, ", ".join(sorted(_facts(results)))))
+                              % (target_host, ", ".join(sorted(facts))))
         if target_host in rejected:
             raise ResizeError("target host %s cannot take VM %s: %s"
                               % (target_host, instance.get("name"), "; ".join(rejected[target_host])))
         passed = [(h, hv) for h, hv in passed if h == target_host]
-
-    def weigh(item):
-        hv = item[1]
-        free_ram = hv["memory_mb"] - hv.get("allocated_memory_mb", 0) - hv.get("claimed_memory_mb", 0)
-        free_cpu = hv["cpus"] * 4 - hv.get("allocated_vcpus", 0) - hv.get("claimed_vcpus", 0)
-        free_disk = (hv.get("free_disk_bytes", 0) - hv.get("claimed_disk_bytes", 0)) / (1024 ** 3)
-        return weights["ram"] * free_ram + weights["cpu"] * free_cpu + weights["disk"] * free_disk
-
-    ranked = sorted(passed, key=lambda item: (-weigh(item), item[0]))
+    ranked = sorted(passed, key=lambda item: (-schedule.weigh(item[1], weights), item[0]))
     if not ranked:
         raise ResizeError("no valid host for VM %s (%d vCPU, %d MiB): %s"
                           % (instance.get("name"), flavor["vcpus"], flavor["memory_mb"],
@@ -231,10 +192,41 @@ def resize_schedule(results, source, instance, flavor, host_options=None, target
             "explain": ["%s: %s" % (h, "; ".join(r)) for h, r in sorted(rejected.items())]}
 
 
-def _limits(opts):
-    """A host's own capacity settings among its options (host variables)."""
-    return {k: opts[k] for k in ("cpu_allocation_ratio", "ram_allocation_ratio", "disk_allocation_ratio",
-                                 "reserved_host_memory_mb") if opts.get(k) is not None}
+def _vm_reasons(instance, results, source, paths, refusals):
+    """The VM-specific part of the scheduler's filter, as schedule.host_reasons calls it:
+    vm_reasons(host, hv) -> [reasons]. To another host: the VM's refusals (alone, as
+    schedule.Refusals), else its host paths against that host's roots and swtpm for an emulated TPM;
+    on any host: the source's architecture, the VM's bridges and libvirt networks.
+
+    results: {host: virt_host_facts result} (for the source's architecture); paths, refusals: from
+    _move_review(instance, allow_host_access)."""
+    res = (results or {}).get(source) or {}
+    src_arch = None if schedule.failure(res) else (res.get("hypervisor") or {}).get("arch")
+    tpm = bool(instance.get("xml")) and parts.emulated_tpm(parse_xml(instance["xml"]))
+    nics = instance.get("interfaces") or []
+    refused = schedule.Refusals(refusals or [])
+
+    def vm_reasons(host, hv):
+        if host != source and refused:
+            return refused
+        reasons = []
+        if host != source:
+            reasons += _path_reasons(paths, hv)
+            if tpm and hv.get("swtpm") is False:
+                reasons.append("no swtpm for the VM's emulated TPM (install swtpm there)")
+        if src_arch and hv.get("arch") != src_arch:
+            reasons.append("architecture %s differs from the source's %s" % (hv.get("arch"), src_arch))
+        for nic in nics:
+            src = nic.get("source") or {}
+            if nic.get("type") == "bridge" and src.get("bridge") not in hv.get("bridges", []):
+                reasons.append("bridge %s missing" % src.get("bridge"))
+            if nic.get("type") == "network" and src.get("network") not in hv.get("networks", []):
+                reasons.append("libvirt network %s missing" % src.get("network"))
+        return reasons
+    return vm_reasons
+
+
+_limits = schedule.option_limits
 
 
 HOST_OPTION_VARS = {

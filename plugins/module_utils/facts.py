@@ -204,10 +204,28 @@ def gather(params):
         result = {"changed": False, "hypervisor": hv}
         if params.get("instance"):
             name = check_domain_name(params["instance"])
-            dom = c.find(name)
-            try:
-                result["instance"] = describe_instance(dom, params["state_dir"]) if dom is not None else None
-            except ResizeError as exc:
-                exc.domain, exc.host = name, hostname()
-                raise
+            result["instance"] = _describe(c, name, params["state_dir"])
+        names = [check_domain_name(n) for n in params.get("instances") or []]
+        if params.get("all_instances"):
+            names += [d["name"] for d in domains]
+        if names or params.get("all_instances"):
+            result["instances"] = {}
+            for n in sorted(set(names)):
+                try:
+                    inst = _describe(c, n, params["state_dir"])
+                except ResizeError as exc:
+                    # One domain this host cannot describe does not hide the others: the batch
+                    # refuses that VM, naming this.
+                    inst = {"name": n, "error": exc.full_message()}
+                if inst is not None:
+                    result["instances"][n] = inst
         return result
+
+
+def _describe(c, name, state_dir):
+    dom = c.find(name)
+    try:
+        return describe_instance(dom, state_dir) if dom is not None else None
+    except ResizeError as exc:
+        exc.domain, exc.host = name, hostname()
+        raise

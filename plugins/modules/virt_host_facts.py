@@ -29,6 +29,18 @@ options:
     description:
       - Name of a domain to describe in detail. Not an error when it is not defined on this host.
     type: str
+  instances:
+    description:
+      - Names of domains to describe in detail, as O(instance) does for one (a batch gathers its
+        facts once). Those not defined on this host are left out of RV(instances).
+    type: list
+    elements: str
+    default: []
+  all_instances:
+    description:
+      - Describe every domain defined on this host (what draining it moves), in RV(instances).
+    type: bool
+    default: false
   instances_path:
     description:
       - Directory where instance disks live; its free space is reported.
@@ -102,6 +114,13 @@ instance:
       carry yet; the resize is refused up front, naming it.
   returned: when O(instance) is given
   type: dict
+instances:
+  description:
+    - The model (as RV(instance)) of each domain of O(instances), or of every domain with
+      O(all_instances), that is defined on this host, by name.
+  returned: when O(instances) or O(all_instances) is given
+  type: dict
+  sample: {web01: {name: web01, uuid: 6f1c3a4e-8d2b-4b7e-9a51-0c2d3e4f5a6b, state: running, vcpus: 1}}
   sample:
     name: web01
     uuid: 6f1c3a4e-8d2b-4b7e-9a51-0c2d3e4f5a6b
@@ -134,6 +153,8 @@ def main():
     module = ResizeModule(
         argument_spec=dict(
             instance=dict(type="str"),
+            instances=dict(type="list", elements="str", default=[]),
+            all_instances=dict(type="bool", default=False),
             instances_path=dict(type="path", default="/var/lib/libvirt/images"),
         ),
         state_dir=True,
