@@ -31,6 +31,7 @@ from ansible_collections.hypervisor.resize.plugins.module_utils.domain import (
 from ansible_collections.hypervisor.resize.plugins.module_utils.errors import ResizeError
 from ansible_collections.hypervisor.resize.plugins.module_utils.flavor import (
     capacity_reasons,
+    current_size,
     lookup_flavor,
     resize_plan,
 )
@@ -425,6 +426,134 @@ def resize_ceilings(instance, flavor, flavors, results, dest, max_vcpus="auto", 
     return live.ceilings(instance.get("xml"), flavor, flavors, hv, max_vcpus, max_memory_mb)
 
 
+BATCH_KEYS = ("instance", "flavor", "operation", "target_host")
+OPERATIONS = ("resize", "migrate")
+
+
+def batch_requests(requests):
+    """Check a batch's list of requests; [{instance, flavor, operation, target_host}] in order.
+    Refuses the whole list (nothing started) on the first malformed entry, naming it."""
+    if not isinstance(requests, list) or not requests:
+        raise ResizeError("resize_requests must be a non-empty list of {instance, flavor} mappings, got %r"
+                          % (requests,),
+                          hint='e.g. -e \'{"resize_requests": [{"instance": "web01", "flavor": "m1.large"}]}\'')
+    out, seen = [], set()
+    for i, req in enumerate(requests, 1):
+        if not isinstance(req, dict):
+            raise ResizeError("resize_requests entry %d must be a mapping, got %r" % (i, req))
+        unknown = sorted(set(req) - set(BATCH_KEYS))
+        if unknown:
+            raise ResizeError("resize_requests entry %d has unknown key(s) %s" % (i, ", ".join(unknown)),
+                              hint="an entry has only %s" % ", ".join(BATCH_KEYS))
+        name = check_domain_name(req.get("instance") or "")
+        if name in seen:
+            raise ResizeError("VM %s is asked for twice in the batch (entry %d)" % (name, i),
+                              hint="one operation per VM: list each VM once")
+        seen.add(name)
+        op = req.get("operation") or "resize"
+        if op not in OPERATIONS:
+            raise ResizeError("resize_requests entry %d (%s): operation must be resize or migrate, got %r"
+                              % (i, name, op))
+        if op == "resize" and not req.get("flavor"):
+            raise ResizeError("resize_requests entry %d (%s) has no flavor" % (i, name),
+                              hint="give a flavor, or operation: migrate to move it at its current size")
+        out.append({"instance": name, "flavor": req.get("flavor") or "", "operation": op,
+                    "target_host": req.get("target_host") or ""})
+    return out
+
+
+def current_flavor(instance):
+    """A migrate's flavor: the VM's own size (vCPUs, memory, disks as they are). A disk that is not a
+    whole number of GiB (MiB for swap) cannot be written as a flavor: refused, naming it."""
+    size = current_size(instance)
+    out = {"name": "(current size)", "vcpus": size["vcpus"], "memory_mb": size["memory_mb"]}
+    for key, unit, label, field in (("root_bytes", 1024 ** 3, "root disk", "root_gb"),
+                                    ("ephemeral_bytes", 1024 ** 3, "ephemeral disk", "ephemeral_gb"),
+                                    ("swap_bytes", 1024 ** 2, "swap disk", "swap_mb")):
+        value = size.get(key) or 0
+        if value % unit:
+            raise ResizeError("VM %s: its %s is %d bytes, not a whole number of %s" % (
+                instance.get("name"), label, value, "GiB" if unit > 1024 ** 2 else "MiB"),
+                hint="name the flavor to move it to (flavor: NAME) instead of migrating it at its current size")
+        out[field] = value // unit
+    return out
+
+
+def resize_batch_facts(results, instance):
+    """One VM's view of a batch's facts: {host: result with `instance`} as virt_host_facts gives
+    it for a single VM (the batch gathered `instances` once)."""
+    out = {}
+    for host, res in (results or {}).items():
+        if not isinstance(res, dict):
+            raise AnsibleFilterError("facts of host %s are not a mapping" % host)
+        inst = (res.get("instances") or {}).get(instance)
+        view = {k: v for k, v in res.items() if k not in ("instances", "results")}
+        view["instance"] = inst
+        out[host] = view
+    return out
+
+
+def resize_batch_plan(results, requests, flavors, host_options=None, weights=None, allow_host_access=None,
+                      cpu_topology="scale", mode="auto", exclude=None, timeout=60):
+    """Place a whole batch at once: each VM is located, checked and planned as alone (the same
+    filters), then schedule.place_many places the moves in order, each counting the ones before it,
+    so that the plan never overbooks a host. One VM that cannot go is refused alone, naming why.
+
+    Returns {vms: [{instance, operation, flavor, source, dest, path, why, before, after}],
+    refused: [{instance, reason}], unchanged: [names], exclude: [hosts]}."""
+    reqs = batch_requests(requests)
+    exclude = sorted(set(exclude or []))
+    facts = _facts(results)
+    planned, refused, unchanged, items = [], [], [], []
+    for req in reqs:
+        name = req["instance"]
+        try:
+            view = resize_batch_facts(facts, name)
+            bad = [(h, r["instance"]["error"]) for h, r in view.items() if (r.get("instance") or {}).get("error")]
+            if bad:
+                raise ResizeError("; ".join("%s: %s" % hb for hb in bad))
+            src = resize_locate(view, name)
+            inst = src["instance"]
+            flavor = lookup_flavor(flavors, req["flavor"]) if req["flavor"] else current_flavor(inst)
+            plan = resize_plan_filter(inst, flavor, cpu_topology)
+            if req["operation"] == "resize" and not plan["changed"]:
+                unchanged.append(name)
+                continue
+            if req["operation"] == "migrate":
+                path = {"path": "cold", "why": ["a migration moves the VM to another host"]}
+            else:
+                path = resize_path(view, src["host"], inst, plan, flavor, mode, host_options=host_options,
+                                   target_host=req["target_host"], weights=weights,
+                                   allow_host_access=allow_host_access, timeout=timeout)
+            refusals, paths = _move_review(inst, allow_host_access or [])
+            live_here = path["path"] == "live"
+            if refusals and not live_here:
+                raise ResizeError("cannot move to another host: %s" % "; ".join(refusals))
+            disk_bytes = sum(int(d.get("allocation") or 0) for d in inst.get("moved_files", inst["copy_disks"]))
+            items.append({
+                "key": name, "source": src["host"],
+                "request": {"vcpus": flavor["vcpus"], "memory_mb": flavor["memory_mb"],
+                            "disk_bytes": 0 if live_here else disk_bytes},
+                "current": {"vcpus": inst["vcpus"], "memory_mb": inst["memory_mb"]},
+                "allow_same_host": live_here, "target_host": src["host"] if live_here else req["target_host"] or None,
+                "exclude": exclude, "vm_reasons": _vm_reasons(inst, facts, src["host"], paths, refusals)})
+            planned.append({"instance": name, "operation": req["operation"], "flavor": flavor["name"],
+                            "source": src["host"], "path": path["path"], "why": path["why"],
+                            "before": plan["before"], "after": plan["after"]})
+        except (ResizeError, AnsibleFilterError) as exc:
+            refused.append({"instance": name, "reason": exc.full_message() if isinstance(exc, ResizeError)
+                            else str(exc)})
+    placed = {p["key"]: p for p in schedule.place_many(facts, items, host_options=host_options, weights=weights)}
+    vms = []
+    for entry in planned:
+        got = placed[entry["instance"]]
+        if got.get("host") is None:
+            refused.append({"instance": entry["instance"], "reason": got.get("error") or "no valid host"})
+            continue
+        vms.append(dict(entry, dest=got["host"]))
+    return {"vms": vms, "refused": refused, "unchanged": unchanged, "exclude": exclude}
+
+
 def resize_instance_name(instance):
     """The VM's name if it is a plain libvirt domain name; otherwise the error says what is allowed.
     Checked once on the controller, so that a bad name is one error, not one per host."""
@@ -495,4 +624,6 @@ class FilterModule:
             "resize_instance_name": _wrap(resize_instance_name),
             "resize_path": _wrap(resize_path),
             "resize_ceilings": _wrap(resize_ceilings),
+            "resize_batch_plan": _wrap(resize_batch_plan),
+            "resize_batch_facts": _wrap(resize_batch_facts),
         }
