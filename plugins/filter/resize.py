@@ -626,4 +626,5 @@ class FilterModule:
             "resize_ceilings": _wrap(resize_ceilings),
             "resize_batch_plan": _wrap(resize_batch_plan),
             "resize_batch_facts": _wrap(resize_batch_facts),
+            "resize_current_flavor": _wrap(current_flavor),
         }

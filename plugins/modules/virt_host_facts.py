@@ -114,13 +114,6 @@ instance:
       carry yet; the resize is refused up front, naming it.
   returned: when O(instance) is given
   type: dict
-instances:
-  description:
-    - The model (as RV(instance)) of each domain of O(instances), or of every domain with
-      O(all_instances), that is defined on this host, by name.
-  returned: when O(instances) or O(all_instances) is given
-  type: dict
-  sample: {web01: {name: web01, uuid: 6f1c3a4e-8d2b-4b7e-9a51-0c2d3e4f5a6b, state: running, vcpus: 1}}
   sample:
     name: web01
     uuid: 6f1c3a4e-8d2b-4b7e-9a51-0c2d3e4f5a6b
@@ -143,6 +136,13 @@ instances:
     xml: "<domain type='qemu'>...</domain>"
     migration: null
     busy: {operation: power-off and copy, migration_id: 0b6f..., pid: 4242, since: "2026-12-02T10:00:00Z"}
+instances:
+  description:
+    - The model (as RV(instance)) of each domain of O(instances), or of every domain with
+      O(all_instances), that is defined on this host, by name.
+  returned: when O(instances) or O(all_instances) is given
+  type: dict
+  sample: {web01: {name: web01, uuid: 6f1c3a4e-8d2b-4b7e-9a51-0c2d3e4f5a6b, state: running, vcpus: 1}}
 """
 
 from ansible_collections.hypervisor.resize.plugins.module_utils.common import ResizeModule

@@ -502,3 +502,29 @@ def test_host_in_maintenance_is_never_chosen(bed, guest, tmp_path):
     proc = playbook(bed, "resize.yml", "-i", str(inv / "inventory.yml"), check=True, instance=vm, flavor="m1.small")
     assert "hv2: in maintenance (hypervisor_maintenance is set)" in proc.stdout
     assert where(bed, vm) == {"hv1": "shut off", "hv3": "running"}
+
+
+def test_migrate_moves_at_the_same_size_then_revert_brings_it_back(bed, guest):
+    vm = guest("it-migrate", vcpus=1, memory_mb=128, disk_gb=1)
+    src_sum = sha256(bed, "hv1", IMG % vm)
+    before = dominfo(bed, "hv1", vm)
+    # Its own host is never a migration's destination, even when asked for.
+    out = playbook(bed, "migrate.yml", instance=vm, target_host="hv1")
+    assert out.returncode != 0 and "target host hv1 cannot take VM %s: is the source host" % vm in out.stdout
+    assert where(bed, vm) == {"hv1": "running"}
+
+    playbook(bed, "migrate.yml", check=True, instance=vm, target_host="hv3")
+    assert where(bed, vm) == {"hv1": "shut off", "hv3": "running"}
+    assert dominfo(bed, "hv3", vm) == before  # same vCPUs, memory, running
+    assert image(bed, "hv3", IMG % vm)["virtual-size"] == GIB
+    got = report(bed, vm, "hv3")
+    assert (got["nproc"], got["disk_bytes"], got["boot_count"]) == ("1", str(GIB), "2")
+    assert sha256(bed, "hv1", IMG % vm) == src_sum  # the source keeps its disk as it was
+    assert record(bed, "hv3", vm)["status"] == "finished"
+
+    playbook(bed, "revert.yml", check=True, instance=vm)
+    assert where(bed, vm) == {"hv1": "running"}
+    assert dominfo(bed, "hv1", vm) == before
+    # The original disk booted again (the copy's boot on hv3 is not in it).
+    assert report(bed, vm, "hv1")["boot_count"] == "2"
+    nothing_left_on(bed, "hv3", vm)

@@ -5,12 +5,10 @@ import random
 
 import pytest
 
-from ansible_collections.hypervisor.resize.plugins.filter.resize import FilterModule, _facts, _move_review, _vm_reasons
 from ansible_collections.hypervisor.resize.plugins.module_utils import schedule as s
 from ansible_collections.hypervisor.resize.plugins.module_utils.errors import ResizeError
 
 GIB = 1024 ** 3
-F = FilterModule().filters()
 
 
 def hv(cpus=4, memory_mb=4096, alloc_cpu=0, alloc_mem=0, disk=100 * GIB, **kw):
@@ -173,28 +171,6 @@ def test_the_error_names_the_first_hosts_and_counts_the_rest():
     assert len(plan[0]["reasons"]) == 15
     assert plan[0]["error"].count("RAM: needs") == s.ERROR_HOSTS
     assert plan[0]["error"].endswith("; and 5 more host(s), see reasons")
-
-
-def test_one_item_goes_where_resize_schedule_sends_it():
-    from ansible_collections.hypervisor.resize.tests.unit.plugins.filter.test_resize_filters import (
-        FLAVOR,
-        INSTANCE,
-        results,
-    )
-    from ansible_collections.hypervisor.resize.tests.unit.plugins.filter.test_resize_filters import hv as fhv
-    res = results(hv1=fhv(), hv2=fhv(alloc_mem=1000), hv3=fhv(alloc_mem=100), hv4=fhv(bridges=()),
-                  hv5=fhv(alloc_cpu=8), hv6=fhv(arch="aarch64"), hv7=fhv())
-    opts = {"hv7": {"maintenance": True}}
-    one = F["resize_schedule"](res, "hv1", INSTANCE, FLAVOR, host_options=opts)
-    refusals, paths = _move_review(INSTANCE, [])
-    plan = s.place_many(res, [{"key": "web01", "source": "hv1", "request": one["request"],
-                               "current": {"vcpus": 1, "memory_mb": 128},
-                               "vm_reasons": _vm_reasons(INSTANCE, _facts(res), "hv1", paths, refusals)},
-                              {"key": "web01-again", "source": "hv1", "request": one["request"],
-                               "vm_reasons": _vm_reasons(INSTANCE, _facts(res), "hv1", paths, refusals)}],
-                        host_options=opts)
-    assert plan[0]["host"] == one["host"] == "hv3"
-    assert plan[1]["host"] == "hv2", "hv3: 4096 - 100 - 1024 < hv2: 4096 - 1000"
 
 
 # ------------------------------------------------------------------------------------------------
