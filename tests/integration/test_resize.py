@@ -513,7 +513,8 @@ def test_migrate_moves_at_the_same_size_then_revert_brings_it_back(bed, guest):
     assert out.returncode != 0 and "target host hv1 cannot take VM %s: is the source host" % vm in out.stdout
     assert where(bed, vm) == {"hv1": "running"}
 
-    playbook(bed, "migrate.yml", check=True, instance=vm, target_host="hv3")
+    proc = playbook(bed, "migrate.yml", check=True, instance=vm, target_host="hv3")
+    assert "path: cold (the VM is shut down, moved and started): a migration moves the VM" in proc.stdout
     assert where(bed, vm) == {"hv1": "shut off", "hv3": "running"}
     assert dominfo(bed, "hv3", vm) == before  # same vCPUs, memory, running
     assert image(bed, "hv3", IMG % vm)["virtual-size"] == GIB
