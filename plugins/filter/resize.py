@@ -70,6 +70,11 @@ def resize_locate(results, instance):
             continue
         inst = res.get("instance")
         if inst:
+            if inst.get("name") != instance:
+                # A host answers for the VM asked about, not another one (C2).
+                raise ResizeError("host %s answered for VM %s with a domain named %r"
+                                  % (host, instance, inst.get("name")),
+                                  hint="nothing was changed; look at that host (docs/security.md, rule C2)")
             found.append((host, inst))
     if not found:
         down = sorted(h for h, r in _facts(results).items() if r.get("failed"))

@@ -134,3 +134,14 @@ def test_one_item_goes_where_resize_schedule_sends_it():
                         host_options=opts)
     assert plan[0]["host"] == one["host"] == "hv3"
     assert plan[1]["host"] == "hv2", "hv3: 4096 - 100 - 1024 < hv2: 4096 - 1000"
+
+
+def test_a_host_answering_for_a_vm_with_another_domain_is_refused():
+    # Attack (rule C2): hv1 is asked about "a" and answers with its domain "b" (alone or in a batch).
+    res = fleet({"hv1": hv(), "hv2": hv()}, {})
+    res["hv1"]["instances"] = {"a": vm("b")}
+    plan = F["resize_batch_plan"](res, [{"instance": "a", "operation": "migrate"}], FLAVORS)
+    assert plan["vms"] == [] and "hv1 answered for VM a with a domain named 'b'" in plan["refused"][0]["reason"]
+    single = {"hv1": {"hypervisor": hv(), "instance": vm("b")}, "hv2": {"hypervisor": hv(), "instance": None}}
+    with pytest.raises(AnsibleFilterError, match="answered for VM a with a domain named 'b'"):
+        F["resize_locate"](single, "a")
