@@ -16,7 +16,7 @@ import datetime
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.hypervisor.resize.plugins.module_utils import _policy, live, parts, schedule
+from ansible_collections.hypervisor.resize.plugins.module_utils import _policy, batch, live, parts, schedule
 from ansible_collections.hypervisor.resize.plugins.module_utils import record as record_mod
 from ansible_collections.hypervisor.resize.plugins.module_utils.domain import (
     check_domain_name,
@@ -412,6 +412,8 @@ def resize_path(results, source, instance, plan, flavor, mode="auto", host_optio
         opts = (host_options or {}).get(source) or {}
         if opts.get("maintenance"):
             host_reasons.append("in maintenance (hypervisor_maintenance is set)")
+        elif hv.get("maintenance") and not opts.get("returning"):
+            host_reasons.append("in maintenance (%s)" % (hv["maintenance"].get("reason") or "its marker is set"))
         elif opts.get("enabled") is False:
             host_reasons.append("disabled (hypervisor_enabled is false)")
         else:
@@ -543,6 +545,7 @@ def resize_batch_plan(results, requests, flavors, host_options=None, weights=Non
                 "allow_same_host": live_here, "target_host": src["host"] if live_here else req["target_host"] or None,
                 "exclude": exclude, "vm_reasons": _vm_reasons(inst, facts, src["host"], paths, refusals)})
             planned.append({"instance": name, "operation": req["operation"], "flavor": flavor["name"],
+                            "requested_flavor": req["flavor"],
                             "source": src["host"], "path": path["path"], "why": path["why"],
                             "before": plan["before"], "after": plan["after"]})
         except (ResizeError, AnsibleFilterError) as exc:
@@ -615,6 +618,20 @@ def _parse_time(text):
     return value
 
 
+def resize_batch_requests(results, requests=None, match="", flavor="", operation="resize", drain_host="",
+                          undo=False):
+    """A batch's requests from a list, a name pattern, or a drain (undo: its way back), with the
+    notes on what a way back left out: {requests, notes}."""
+    reqs, notes = batch.requests_for(_raw(results), requests, match, flavor, operation, drain_host, undo)
+    return {"requests": reqs, "notes": notes}
+
+
+def _raw(results):
+    if not isinstance(results, dict):
+        raise AnsibleFilterError("results must be a mapping {host: virt_host_facts result}")
+    return results
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -632,4 +649,8 @@ class FilterModule:
             "resize_batch_plan": _wrap(resize_batch_plan),
             "resize_batch_facts": _wrap(resize_batch_facts),
             "resize_current_flavor": _wrap(current_flavor),
+            "resize_batch_requests": _wrap(resize_batch_requests),
+            "resize_batch_waves": _wrap(batch.waves),
+            "resize_batch_table": _wrap(batch.table),
+            "resize_batch_line": _wrap(batch.line),
         }

@@ -26,7 +26,7 @@ from .domain import (
 from .errors import ResizeError
 from .parts import STATE_FILE_DEVICES, TPM_IGNORED
 
-RECORD_SUMMARY = ("id", "status", "source", "dest", "updated", "rolled_back")
+RECORD_SUMMARY = ("id", "status", "source", "dest", "updated", "rolled_back", "batch")
 
 
 def _version(n):
@@ -197,6 +197,8 @@ def gather(params):
             "domains": sorted(domains, key=lambda d: d["name"]),
         }
         hv.update(state_mod.claimed_totals(params["state_dir"]))
+        # In maintenance (a drain put it there): the scheduler does not place VMs here.
+        hv["maintenance"] = state_mod.read_maintenance(params["state_dir"])
         # Open migrations this host prepared (claims), also those without a domain here yet: what
         # recover.yml cleans up after a destination that failed or a run that was killed.
         hv["migrations"] = [{k: rec.get(k) for k in ("id", "instance", "uuid", "status", "source", "dest")}

@@ -246,7 +246,8 @@ def prep(params, check_mode):
                 raise ValidationError("migration %s already exists here" % mid, domain=name, host=host,
                                       hint="use a new migration id for a new resize")
         rec = record_mod.new_record(name, params["uuid"], params["source_host"], host, old_flavor, flavor,
-                                    migration_id=mid)
+                                    migration_id=mid,
+                                    batch=state_mod.check_id(params["batch_id"]) if params.get("batch_id") else None)
         rec["claim"] = dict(request, root_growth_bytes=root_growth)
         if not same_host:
             # What this host reviewed: finish defines only this very definition (docs/security.md).

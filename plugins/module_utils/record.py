@@ -71,7 +71,7 @@ def now():
 
 
 def new_record(instance, uuid_, source, dest, old_flavor, new_flavor, clock=now, migration_id=None,
-               note=None):
+               note=None, batch=None):
     rec = {
         "id": migration_id or str(uuid.uuid4()),
         "instance": instance,
@@ -86,6 +86,9 @@ def new_record(instance, uuid_, source, dest, old_flavor, new_flavor, clock=now,
         "created": clock(),
         "history": [],
     }
+    if batch:
+        # The batch (a drain) this move belongs to: the drain's way back finds its VMs by it.
+        rec["batch"] = batch
     return transition(rec, "pre-migrating", note or "claim made on %s" % dest, clock=clock)
 
 

@@ -72,6 +72,13 @@ def fixed_reasons(res, opts):
         return ["facts unavailable: %s" % failed]
     if opts.get("maintenance"):
         return [IN_MAINTENANCE]
+    marker = (res.get("hypervisor") or {}).get("maintenance")
+    if marker and not opts.get("returning"):
+        # The host's own marker (a drain): it can only take itself out, never another host.
+        return ["in maintenance since %s (%s)%s" % (
+            marker.get("since") or "?", marker.get("reason") or "maintenance",
+            "; the drain's way back ends it" if marker.get("drain_id") else
+            "; virt_host_maintenance state=absent ends it")]
     if opts.get("enabled") is False:
         return [DISABLED]
     return []

@@ -11,6 +11,7 @@
 <state_dir>/migrations/<id>/allowed.json paths the receiver may create
 <state_dir>/migrations/<id>/receive.py  the receive-only script of this migration
 <state_dir>/migrations/<id>/received.jsonl files received (path, sha256, bytes)
+<state_dir>/maintenance.json            this host is in maintenance (a drain): {since, reason, drain_id}
 """
 
 from __future__ import annotations
@@ -188,6 +189,48 @@ def claimed_totals(state_dir):
         got = sum(int(r.get("bytes") or 0) for r in received(state_dir, rec["id"]))
         totals["claimed_disk_bytes"] += max(int(claim.get("disk_bytes", 0)) - got, 0)
     return totals
+
+
+MAINTENANCE_KEYS = ("since", "reason", "drain_id")
+
+
+def maintenance_path(state_dir):
+    return os.path.join(state_dir, "maintenance.json")
+
+
+def read_maintenance(state_dir):
+    """This host's maintenance marker {since, reason, drain_id}, or None. A marker that cannot be
+    read still means maintenance (reason says so): a damaged file never makes a host a destination."""
+    path = maintenance_path(state_dir)
+    if not os.path.lexists(path):
+        return None
+    try:
+        with open(path) as fh:
+            data = json.load(fh)
+    except (OSError, ValueError) as exc:
+        return {"since": None, "reason": "unreadable maintenance marker %s: %s" % (path, exc), "drain_id": None}
+    data = data if isinstance(data, dict) else {}
+    out = {k: data.get(k) if isinstance(data.get(k), str) else None for k in MAINTENANCE_KEYS}
+    if out["drain_id"] is not None and not ID_RE.fullmatch(out["drain_id"]):
+        out["drain_id"] = None
+    return out
+
+
+def write_maintenance(state_dir, reason, drain_id=None):
+    if drain_id is not None:
+        check_id(drain_id)
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    marker = {"since": record_mod.now(), "reason": reason, "drain_id": drain_id}
+    _write_json(maintenance_path(state_dir), marker)
+    return marker
+
+
+def clear_maintenance(state_dir):
+    path = maintenance_path(state_dir)
+    if os.path.lexists(path):
+        os.unlink(path)
+        return True
+    return False
 
 
 def write_file(state_dir, migration_id, name, text, mode=0o600):

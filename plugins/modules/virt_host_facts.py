@@ -77,6 +77,9 @@ hypervisor:
       domain here yet; what C(playbooks/recover.yml) cleans.
     - C(swtpm) - whether swtpm is installed (libvirt needs it to run a VM's emulated TPM; the
       scheduler rejects a host without it for such a VM).
+    - C(maintenance) - null, or this host's maintenance marker C({since, reason, drain_id}) that
+      M(hypervisor.resize.virt_host_maintenance) wrote (a drain); the scheduler places nothing here
+      while it is set.
   returned: always
   type: dict
   sample:
@@ -101,6 +104,7 @@ hypervisor:
     bridges: [vmbr0]
     networks: []
     swtpm: true
+    maintenance: null
     domains:
       - {name: web01, uuid: 6f1c..., state: running, vcpus: 1, memory_mb: 128, migration: null}
 instance:

@@ -52,6 +52,11 @@ options:
       - Id (a UUID) for the migration. The role makes it up front so that its rollback can always
         name what to undo, even when this step itself fails half-way. Made here when omitted.
     type: str
+  batch_id:
+    description:
+      - Id (a UUID) of the batch this move belongs to, kept in the record. A drain's way back
+        (C(playbooks/drain.yml -e undo=true)) brings back the VMs whose record names the drain.
+    type: str
   source_host:
     description: Name of the source hypervisor, for the record.
     type: str
@@ -184,6 +189,7 @@ def main():
             instance=dict(type="str", required=True),
             uuid=dict(type="str", required=True),
             migration_id=dict(type="str"),
+            batch_id=dict(type="str"),
             same_host=dict(type="bool", default=False),
             source_host=dict(type="str", required=True),
             flavor=dict(type="dict", required=True),

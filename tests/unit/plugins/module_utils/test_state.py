@@ -30,3 +30,18 @@ def test_received_more_than_claimed_never_goes_negative(tmp_path):
     d = str(tmp_path)
     claim(d, MID[0], "pre-migrating", disk_bytes=100, received=[4096])
     assert state.claimed_totals(d)["claimed_disk_bytes"] == 0
+
+
+def test_the_maintenance_marker_round_trips_and_a_damaged_one_still_means_maintenance(tmp_path):
+    d = str(tmp_path)
+    assert state.read_maintenance(d) is None
+    state.write_maintenance(d, "drain", "0b6f5a1e-8d2b-4b7e-9a51-0c2d3e4f5a6b")
+    got = state.read_maintenance(d)
+    assert got["reason"] == "drain" and got["drain_id"] == "0b6f5a1e-8d2b-4b7e-9a51-0c2d3e4f5a6b" and got["since"]
+    (tmp_path / "maintenance.json").write_text('{"drain_id": "../../etc", "reason": 5')
+    got = state.read_maintenance(d)
+    assert got["drain_id"] is None and got["reason"].startswith("unreadable maintenance marker")
+    (tmp_path / "maintenance.json").write_text('{"drain_id": "../../etc", "reason": ["x"]}')
+    assert state.read_maintenance(d) == {"since": None, "reason": None, "drain_id": None}
+    assert state.clear_maintenance(d) is True and state.read_maintenance(d) is None
+    assert state.clear_maintenance(d) is False
