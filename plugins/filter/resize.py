@@ -412,7 +412,7 @@ def resize_path(results, source, instance, plan, flavor, mode="auto", host_optio
         opts = (host_options or {}).get(source) or {}
         if opts.get("maintenance"):
             host_reasons.append("in maintenance (hypervisor_maintenance is set)")
-        elif hv.get("maintenance") and not opts.get("returning"):
+        elif hv.get("maintenance") and not hv["maintenance"].get("returning") and not opts.get("returning"):
             host_reasons.append("in maintenance (%s)" % (hv["maintenance"].get("reason") or "its marker is set"))
         elif opts.get("enabled") is False:
             host_reasons.append("disabled (hypervisor_enabled is false)")

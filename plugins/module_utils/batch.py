@@ -64,6 +64,9 @@ def requests_for(results, requests=None, match="", flavor="", operation="resize"
             out += [{"instance": check_domain_name(n), "operation": "migrate"} for n in sorted(_instances(res))]
         else:
             got, notes = _way_back(results, drain_host)
+            if not got:
+                raise ValidationError("no VM to bring back to %s%s" % (
+                    drain_host, ": " + "; ".join(notes) if notes else " (no host reports a confirmed move of its drain)"))
             out += got
     return out, notes
 

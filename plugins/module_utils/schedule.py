@@ -73,7 +73,7 @@ def fixed_reasons(res, opts):
     if opts.get("maintenance"):
         return [IN_MAINTENANCE]
     marker = (res.get("hypervisor") or {}).get("maintenance")
-    if marker and not opts.get("returning"):
+    if marker and not marker.get("returning") and not opts.get("returning"):
         # The host's own marker (a drain): it can only take itself out, never another host.
         return ["in maintenance since %s (%s)%s" % (
             marker.get("since") or "?", marker.get("reason") or "maintenance",

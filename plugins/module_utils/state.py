@@ -11,7 +11,8 @@
 <state_dir>/migrations/<id>/allowed.json paths the receiver may create
 <state_dir>/migrations/<id>/receive.py  the receive-only script of this migration
 <state_dir>/migrations/<id>/received.jsonl files received (path, sha256, bytes)
-<state_dir>/maintenance.json            this host is in maintenance (a drain): {since, reason, drain_id}
+<state_dir>/maintenance.json            this host is in maintenance (a drain): {since, reason, drain_id,
+                                        returning: the drain's way back runs (VMs may come back)}
 """
 
 from __future__ import annotations
@@ -208,19 +209,21 @@ def read_maintenance(state_dir):
         with open(path) as fh:
             data = json.load(fh)
     except (OSError, ValueError) as exc:
-        return {"since": None, "reason": "unreadable maintenance marker %s: %s" % (path, exc), "drain_id": None}
+        return {"since": None, "reason": "unreadable maintenance marker %s: %s" % (path, exc), "drain_id": None,
+                "returning": False}
     data = data if isinstance(data, dict) else {}
     out = {k: data.get(k) if isinstance(data.get(k), str) else None for k in MAINTENANCE_KEYS}
+    out["returning"] = data.get("returning") is True
     if out["drain_id"] is not None and not ID_RE.fullmatch(out["drain_id"]):
         out["drain_id"] = None
     return out
 
 
-def write_maintenance(state_dir, reason, drain_id=None):
+def write_maintenance(state_dir, reason, drain_id=None, returning=False, since=None):
     if drain_id is not None:
         check_id(drain_id)
     os.makedirs(state_dir, mode=0o700, exist_ok=True)
-    marker = {"since": record_mod.now(), "reason": reason, "drain_id": drain_id}
+    marker = {"since": since or record_mod.now(), "reason": reason, "drain_id": drain_id, "returning": bool(returning)}
     _write_json(maintenance_path(state_dir), marker)
     return marker
 

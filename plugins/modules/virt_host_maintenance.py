@@ -15,7 +15,9 @@ description:
     it (C(hypervisor.maintenance)) and the scheduler places no VM on this host, whatever the
     inventory says.
   - C(playbooks/drain.yml) sets it before it moves the host's VMs away, with the drain's id; its way
-    back (C(-e undo=true)) brings back the VMs whose migration record names that drain, then removes it.
+    back (C(-e undo=true)) marks it V(returning) (the scheduler may place VMs here again, the drain's
+    id is kept for a second try), brings back the VMs whose migration record names that drain, then
+    removes it.
   - "The marker changes nothing else here: VMs keep running; a live resize in place is refused."
 author: hypervisor.resize maintainers (@hypervisor-resize)
 extends_documentation_fragment:
@@ -24,9 +26,12 @@ extends_documentation_fragment:
   - hypervisor.resize.connection.state_dir
 options:
   state:
-    description: V(present) puts the host in maintenance, V(absent) takes it out.
+    description:
+      - V(present) puts the host in maintenance, V(absent) takes it out.
+      - V(returning) keeps the marker of a drain (its id) but lets the scheduler place VMs here - the
+        drain's way back runs. Fails when the host is not in maintenance from a drain.
     type: str
-    choices: [present, absent]
+    choices: [present, absent, returning]
     default: present
   reason:
     description: Why (shown by the scheduler's rejection of this host).
@@ -63,11 +68,12 @@ maintenance:
   description: The marker after the task (null when the host is not in maintenance).
   returned: always
   type: dict
-  sample: {since: "2026-12-02T10:00:00Z", reason: drain, drain_id: 0b6f5a1e-8d2b-4b7e-9a51-0c2d3e4f5a6b}
+  sample: {since: "2026-12-02T10:00:00Z", reason: drain, drain_id: 0b6f5a1e-8d2b-4b7e-9a51-0c2d3e4f5a6b, returning: false}
 """
 
 from ansible_collections.hypervisor.resize.plugins.module_utils import state as state_mod
 from ansible_collections.hypervisor.resize.plugins.module_utils.common import ResizeModule
+from ansible_collections.hypervisor.resize.plugins.module_utils.errors import ValidationError
 
 
 def run(module):
@@ -80,12 +86,23 @@ def run(module):
         if changed and not check:
             state_mod.clear_maintenance(p["state_dir"])
         after = None
+    elif p["state"] == "returning":
+        if not (before or {}).get("drain_id"):
+            raise ValidationError("this host is not in maintenance from a drain: there is no drain to undo",
+                                  hint="playbooks/drain.yml -e host=HOST drains it first")
+        changed = not before.get("returning")
+        after = dict(before, returning=True)
+        if changed and not check:
+            after = state_mod.write_maintenance(p["state_dir"], before.get("reason") or "maintenance",
+                                                before["drain_id"], returning=True, since=before.get("since"))
     else:
         drain_id = p["drain_id"] or (before or {}).get("drain_id")
-        changed = before is None or before.get("drain_id") != drain_id or before.get("reason") != p["reason"]
+        changed = before is None or before.get("drain_id") != drain_id or before.get("reason") != p["reason"] \
+            or before.get("returning")
         after = before
         if changed:
-            after = {"since": (before or {}).get("since"), "reason": p["reason"], "drain_id": drain_id}
+            after = {"since": (before or {}).get("since"), "reason": p["reason"], "drain_id": drain_id,
+                     "returning": False}
             if not check:
                 after = state_mod.write_maintenance(p["state_dir"], p["reason"], drain_id)
     out = {"changed": changed, "maintenance": after}
@@ -97,7 +114,7 @@ def run(module):
 def main():
     module = ResizeModule(
         argument_spec=dict(
-            state=dict(type="str", choices=["present", "absent"], default="present"),
+            state=dict(type="str", choices=["present", "absent", "returning"], default="present"),
             reason=dict(type="str", default="maintenance"),
             drain_id=dict(type="str"),
         ),

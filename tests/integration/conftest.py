@@ -107,6 +107,7 @@ def guest(bed):
     for name in made:
         bed.run("rm-guest", name, check=False)
         for h in HOSTS:
-            bed.ssh(h, "rm -rf /var/lib/libvirt/hvresize/migrations/* /var/lib/libvirt/hvresize/xfer; "
+            bed.ssh(h, "rm -rf /var/lib/libvirt/hvresize/migrations/* /var/lib/libvirt/hvresize/xfer "
+                       "/var/lib/libvirt/hvresize/maintenance.json; "
                        "rm -f /var/lib/libvirt/shared/.hvresize-* /var/lib/libvirt/images/.hvresize-*; "
                        "sed -i '/hvresize-migration:/d' /root/.ssh/authorized_keys", check=False)

@@ -80,9 +80,11 @@ def test_attack_a_drained_host_cannot_pull_a_vm_that_never_left_it():
                      "y01": rec(instance="y01", dest="hv3")}),
         "hv3": host({"x01": rec(instance="x01", dest="hv3")}),
     }
-    reqs, notes = b.requests_for(results, drain_host="hv1", undo=True)
-    assert reqs == []
-    assert sorted(n.split(" ")[0] for n in notes) == ["db01", "web01", "x01:", "y01"]
+    with pytest.raises(ResizeError, match="no VM to bring back to hv1") as err:
+        b.requests_for(results, drain_host="hv1", undo=True)
+    for note in ("db01 on hv2: its record does not say it came from hv1 to hv2",
+                 "web01 on hv2: its record does not say", "x01: reported by hv2, hv3", "y01 on hv2"):
+        assert note in str(err.value)
 
 
 def vm(name, dest, source="hv1"):
@@ -132,3 +134,5 @@ def test_a_host_in_maintenance_by_its_marker_takes_no_vm_unless_its_way_back_run
     reasons = schedule.fixed_reasons(res, {})
     assert reasons and reasons[0].startswith("in maintenance since t (drained by playbooks/drain.yml)")
     assert schedule.fixed_reasons(res, {"returning": True}) == []
+    res["hypervisor"]["maintenance"]["returning"] = True
+    assert schedule.fixed_reasons(res, {}) == []

@@ -42,6 +42,8 @@ def test_the_maintenance_marker_round_trips_and_a_damaged_one_still_means_mainte
     got = state.read_maintenance(d)
     assert got["drain_id"] is None and got["reason"].startswith("unreadable maintenance marker")
     (tmp_path / "maintenance.json").write_text('{"drain_id": "../../etc", "reason": ["x"]}')
-    assert state.read_maintenance(d) == {"since": None, "reason": None, "drain_id": None}
+    assert state.read_maintenance(d) == {"since": None, "reason": None, "drain_id": None, "returning": False}
+    state.write_maintenance(d, "drain", "0b6f5a1e-8d2b-4b7e-9a51-0c2d3e4f5a6b", returning=True, since="t")
+    assert state.read_maintenance(d)["returning"] is True and state.read_maintenance(d)["since"] == "t"
     assert state.clear_maintenance(d) is True and state.read_maintenance(d) is None
     assert state.clear_maintenance(d) is False
