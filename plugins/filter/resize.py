@@ -619,10 +619,11 @@ def _parse_time(text):
 
 
 def resize_batch_requests(results, requests=None, match="", flavor="", operation="resize", drain_host="",
-                          undo=False):
-    """A batch's requests from a list, a name pattern, or a drain (undo: its way back), with the
-    notes on what a way back left out: {requests, notes}."""
-    reqs, notes = batch.requests_for(_raw(results), requests, match, flavor, operation, drain_host, undo)
+                          undo=False, more=None):
+    """A batch's requests from a list (or its YAML/JSON text), a name pattern, or a drain (undo: its
+    way back), with the notes on what a way back left out: {requests, notes}."""
+    reqs, notes = batch.requests_for(_raw(results), batch.parse_requests(requests) + batch.parse_requests(more),
+                                     match, flavor, operation, drain_host, undo)
     return {"requests": reqs, "notes": notes}
 
 

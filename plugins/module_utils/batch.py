@@ -34,6 +34,25 @@ def _hv(res):
     return (res.get("hypervisor") or {}) if isinstance(res, dict) else {}
 
 
+def parse_requests(given):
+    """A list of requests as given: a list, or its YAML/JSON text (an AWX survey's textarea); empty -> []."""
+    if given in (None, ""):
+        return []
+    if isinstance(given, str):
+        import yaml  # the controller has it (ansible-core needs it)
+
+        try:
+            given = yaml.safe_load(given)
+        except yaml.YAMLError as exc:
+            raise ValidationError("resize_requests is neither a list nor YAML/JSON text of one: %s" % exc,
+                                  hint='e.g. [{"instance": "web01", "flavor": "m1.large"}]; on the command line '
+                                       'pass it as JSON: -e \'{"resize_requests": [...]}\'')
+    if not isinstance(given, list):
+        raise ValidationError("resize_requests must be a list of {instance, flavor} mappings, got %r" % (given,),
+                              hint='e.g. [{"instance": "web01", "flavor": "m1.large"}]')
+    return given
+
+
 def requests_for(results, requests=None, match="", flavor="", operation="resize", drain_host="", undo=False):
     """The batch's requests, before batch_requests checks them.
 
@@ -65,8 +84,8 @@ def requests_for(results, requests=None, match="", flavor="", operation="resize"
         else:
             got, notes = _way_back(results, drain_host)
             if not got:
-                raise ValidationError("no VM to bring back to %s%s" % (
-                    drain_host, ": " + "; ".join(notes) if notes else " (no host reports a confirmed move of its drain)"))
+                why = ": " + "; ".join(notes) if notes else " (no host reports a confirmed move of its drain)"
+                raise ValidationError("no VM to bring back to %s%s" % (drain_host, why))
             out += got
     return out, notes
 

@@ -68,7 +68,8 @@ maintenance:
   description: The marker after the task (null when the host is not in maintenance).
   returned: always
   type: dict
-  sample: {since: "2026-12-02T10:00:00Z", reason: drain, drain_id: 0b6f5a1e-8d2b-4b7e-9a51-0c2d3e4f5a6b, returning: false}
+  sample:
+    {since: "2026-12-02T10:00:00Z", reason: drain, drain_id: 0b6f5a1e-8d2b-4b7e-9a51-0c2d3e4f5a6b, returning: false}
 """
 
 from ansible_collections.hypervisor.resize.plugins.module_utils import state as state_mod

@@ -35,6 +35,8 @@ SURVEYS = {
                            {"instance", "flavor", "mode", "target_host", "confirm", "bandwidth_limit"}),
     "confirm-survey.json": ("playbooks/confirm.yml", {"instance"}),
     "revert-survey.json": ("playbooks/revert.yml", {"instance", "reason"}),
+    "batch-survey.json": ("playbooks/batch.yml", None),
+    "drain-survey.json": ("playbooks/drain.yml", {"host", "undo", "confirm"}),
 }
 
 

@@ -136,3 +136,13 @@ def test_a_host_in_maintenance_by_its_marker_takes_no_vm_unless_its_way_back_run
     assert schedule.fixed_reasons(res, {"returning": True}) == []
     res["hypervisor"]["maintenance"]["returning"] = True
     assert schedule.fixed_reasons(res, {}) == []
+
+
+def test_requests_may_come_as_yaml_or_json_text_and_anything_else_is_refused():
+    assert b.parse_requests('[{"instance": "a", "flavor": "m1.small"}]') == [{"instance": "a", "flavor": "m1.small"}]
+    assert b.parse_requests("- {instance: a, operation: migrate}\n") == [{"instance": "a", "operation": "migrate"}]
+    assert b.parse_requests("") == [] and b.parse_requests(None) == []
+    with pytest.raises(ResizeError, match="neither a list nor YAML/JSON text"):
+        b.parse_requests('[{"instance":')
+    with pytest.raises(ResizeError, match="must be a list"):
+        b.parse_requests("web01")

@@ -65,7 +65,7 @@ def test_a_batch_is_placed_at_once_and_one_failing_vm_is_rolled_back_alone(bed, 
     # The plan never overbooks a host: what it sends to each fits that host's room.
     sizes = dict([(v, 256) for v in small] + [(v, 128) for v in moved])
     for h in ("hv2", "hv3"):
-        assert sum(sizes[v] for v, (_, d) in plan.items() if d == h) <= 700, plan
+        assert sum(sizes[v] for v, (_src, d) in plan.items() if d == h) <= 700, plan
     # At most 3 at once, 2 per destination: two waves of three.
     waves = re.search(r'"waves: ([^"]*)"', out).group(1).split(" | ")
     assert len(waves) == 2 and all(len(w.split(", ")) == 3 for w in waves), waves
@@ -91,7 +91,7 @@ def test_a_batch_is_placed_at_once_and_one_failing_vm_is_rolled_back_alone(bed, 
         assert record(bed, dest, v)["status"] == "finished"
     # Each destination holds the claims of the VMs that went there, and none of the failed one.
     for h in ("hv2", "hv3"):
-        assert len(migrations_dir(bed, h)) == len([v for v, (_, d) in plan.items() if d == h and v != failing])
+        assert len(migrations_dir(bed, h)) == len([v for v, (_src, d) in plan.items() if d == h and v != failing])
         f = host_facts(bed, h, inventory)
         assert f["allocated_memory_mb"] + f["claimed_memory_mb"] <= room[h]
     # The closing table: a row per VM, with the result.
