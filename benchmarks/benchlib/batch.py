@@ -13,6 +13,10 @@ Checked before confirm (the peak: sources are kept until confirm): each VM is ru
 size on one other host and shut off on its source; no host holds more vCPUs than its capacity or
 more memory than its RAM limit, counting every defined domain (the kept sources too) and every open
 claim whose VM is not defined there yet. Then all six are confirmed (concurrently) and checked again.
+
+Then the same six (made again where they started) in ONE run (playbooks/resize.yml with
+resize_requests: facts once, placed at once, confirm=true), and six runs one after another, each with
+its wall time and the controller's CPU; the same checks on where each VM ends.
 """
 
 from __future__ import annotations
@@ -300,3 +304,72 @@ def run_batch(report, profile, workdir):
                   % (sum(1 for v in attempts.values() if v[-1]["dest"]), len(refused)), placed_ok)
     report.target("4 batch", "6 at once faster than one after another",
                   "%.1f s vs %.1f s" % (wall, 6 * single["seconds"]), wall < 6 * single["seconds"])
+    one_run_and_sequential(report, workdir, inventory, caps, wall, batch_cpu, len(refused))
+
+
+def _ended_well(vms, confirmed):
+    """Each VM runs at the new size on exactly one host other than its start (its source gone when
+    confirmed, else kept shut off). Returns {vm: dest}."""
+    now = facts()
+    out = {}
+    for vm, src in vms.items():
+        placed = {h: (d["state"], d["vcpus"], d["memory_mb"]) for h, f in now.items()
+                  for d in f["hypervisor"]["domains"] if d["name"] == vm}
+        dests = [h for h, v in placed.items() if v == ("running", NEW_VCPUS, NEW_MEM) and h != src]
+        kept = {} if confirmed else {src: placed.get(src, ("-",))[0]}
+        if len(dests) != 1 or dict((h, v[0]) for h, v in placed.items() if h != dests[0]) != \
+                dict((h, "shutoff") for h in kept):
+            raise WrongResult("%s should run on one other host at %d vCPU/%d MiB; found %s" % (vm, NEW_VCPUS, NEW_MEM,
+                                                                                               placed))
+        out[vm] = dests[0]
+    return out
+
+
+def _fresh_guests():
+    for vm in START:
+        bed("rm-guest", vm)
+    make_guests(START)
+
+
+def one_run_and_sequential(report, workdir, inventory, caps, concurrent_wall, concurrent_cpu, concurrent_refused):
+    """The same six in one run of the batch, then one after another; wall time and controller CPU."""
+    _fresh_guests()
+    requests = [{"instance": vm, "flavor": FLAVOR} for vm in START]
+    cpu0 = children_cpu()
+    res = playbook("resize.yml", os.path.join(workdir, "one-run.jsonl"), inventory, resize_requests=requests,
+                   resize_parallel=6, resize_parallel_per_host=3, confirm=True)
+    one_cpu = children_cpu() - cpu0
+    if res["rc"] != 0:
+        raise BenchError("the batch in one run failed: %s" % failure_summary(res))
+    planned = {m.group(1): m.group(2) for m in re.finditer(r'"(%s\S+): hv\d -> (hv\d), ' % re.escape(PREFIX),
+                                                             res["stdout"])}
+    got = _ended_well(START, confirmed=True)
+    if got != planned:
+        raise WrongResult("the batch's VMs did not land where its plan said: plan %s, found %s" % (planned, got))
+    arrivals = {h: sum(1 for d in got.values() if d == h) for h in HOSTS}
+    over = [h for h in HOSTS if arrivals[h] > ROOM]
+    if over:
+        raise WrongResult("the batch's plan sent more than %d VMs to %s" % (ROOM, ", ".join(over)))
+
+    _fresh_guests()
+    seq_wall, seq_cpu = 0.0, 0.0
+    for vm in START:
+        cpu0 = children_cpu()
+        one = playbook("resize.yml", os.path.join(workdir, "seq-%s.jsonl" % vm), inventory, instance=vm,
+                       flavor=FLAVOR, confirm=True)
+        seq_cpu += children_cpu() - cpu0
+        seq_wall += one["seconds"]
+        if one["rc"] != 0:
+            raise BenchError("sequential resize of %s failed: %s" % (vm, failure_summary(one)))
+    _ended_well(START, confirmed=True)
+    report.table("4. Batch: the same 6 VMs three ways (wall time, controller CPU user+sys)",
+                 ("how", "wall s", "controller CPU s", "refused and run again"),
+                 [("one run: playbooks/resize.yml resize_requests (confirm=true)", fmt_s(res["seconds"]),
+                   fmt_s(one_cpu), "0"),
+                  ("6 concurrent ansible-playbook runs (confirmed after, not counted)", fmt_s(concurrent_wall),
+                   fmt_s(concurrent_cpu), "%d" % concurrent_refused),
+                  ("6 runs one after another (confirm=true)", fmt_s(seq_wall), fmt_s(seq_cpu), "0")],
+                 notes=["One run: arrivals per host %s (room for %d each), every VM where the plan said."
+                        % (", ".join("%s %d" % kv for kv in sorted(arrivals.items())), ROOM)])
+    report.target("4 batch", "one run: every VM where its plan said, no second wave, no host over its room",
+                  "6 of 6 placed by the plan", got == planned and not over)
