@@ -154,3 +154,19 @@ def test_a_drain_empties_the_host_keeping_power_states_and_the_way_back_returns_
     assert host_facts(bed, "hv1")["maintenance"] is None
     for h in HOSTS:
         assert migrations_dir(bed, h) == set()
+
+
+def test_a_batch_told_to_stop_on_failure_starts_no_later_wave(bed, guest):
+    vms = [guest("it-st%d" % i, start=False, vcpus=1, memory_mb=128, disk_gb=1) for i in range(3)]
+    proc = playbook(bed, "resize.yml", resize_requests=[{"instance": v, "flavor": "m1.small"} for v in vms],
+                    resize_parallel=1, resize_batch_stop_on_failure="true", resize_batch_test_fail={vms[0]: "claim"})
+    out = proc.stdout
+    assert proc.returncode != 0
+    assert "3 VM(s) of the batch were not done: %s" % ", ".join(vms) in out, out[-3000:]
+    assert re.search(r'"%s .*failed: Resize of %s failed at' % (vms[0], vms[0]), out)
+    for v in vms[1:]:
+        assert re.search(r'"%s .*not started: the batch stopped after a failure"' % v, out)
+    for v in vms:
+        assert where(bed, v) == {"hv1": "shut off"} and dominfo(bed, "hv1", v)["vcpus"] == 1
+    for h in HOSTS:
+        assert migrations_dir(bed, h) == set()
