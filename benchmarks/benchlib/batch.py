@@ -341,8 +341,8 @@ def one_run_and_sequential(report, workdir, inventory, caps, concurrent_wall, co
     one_cpu = children_cpu() - cpu0
     if res["rc"] != 0:
         raise BenchError("the batch in one run failed: %s" % failure_summary(res))
-    planned = {m.group(1): m.group(2) for m in re.finditer(r'"(%s\S+): hv\d -> (hv\d), ' % re.escape(PREFIX),
-                                                             res["stdout"])}
+    line = re.compile(r'"(%s\S+): hv\d -> (hv\d), ' % re.escape(PREFIX))
+    planned = {m.group(1): m.group(2) for m in line.finditer(res["stdout"])}
     got = _ended_well(START, confirmed=True)
     if got != planned:
         raise WrongResult("the batch's VMs did not land where its plan said: plan %s, found %s" % (planned, got))

@@ -412,8 +412,8 @@ def resize_path(results, source, instance, plan, flavor, mode="auto", host_optio
         opts = (host_options or {}).get(source) or {}
         if opts.get("maintenance"):
             host_reasons.append("in maintenance (hypervisor_maintenance is set)")
-        elif hv.get("maintenance") and not hv["maintenance"].get("returning") and not opts.get("returning"):
-            host_reasons.append("in maintenance (%s)" % (hv["maintenance"].get("reason") or "its marker is set"))
+        elif schedule.fixed_reasons({"hypervisor": hv}, {"returning": opts.get("returning")}):
+            host_reasons += schedule.fixed_reasons({"hypervisor": hv}, {"returning": opts.get("returning")})
         elif opts.get("enabled") is False:
             host_reasons.append("disabled (hypervisor_enabled is false)")
         else:
@@ -437,9 +437,12 @@ BATCH_KEYS = ("instance", "flavor", "operation", "target_host")
 OPERATIONS = ("resize", "migrate")
 
 
-def batch_requests(requests):
+def batch_requests(requests, allow_empty=False):
     """Check a batch's list of requests; [{instance, flavor, operation, target_host}] in order.
-    Refuses the whole list (nothing started) on the first malformed entry, naming it."""
+    Refuses the whole list (nothing started) on the first malformed entry, naming it. An empty list
+    is refused unless allow_empty (a drain of a host that holds no VM)."""
+    if allow_empty and requests == []:
+        return []
     if not isinstance(requests, list) or not requests:
         raise ResizeError("resize_requests must be a non-empty list of {instance, flavor} mappings, got %r"
                           % (requests,),
@@ -501,14 +504,14 @@ def resize_batch_facts(results, instance):
 
 
 def resize_batch_plan(results, requests, flavors, host_options=None, weights=None, allow_host_access=None,
-                      cpu_topology="scale", mode="auto", exclude=None, timeout=60):
+                      cpu_topology="scale", mode="auto", exclude=None, timeout=60, allow_empty=False):
     """Place a whole batch at once: each VM is located, checked and planned as alone (the same
     filters), then schedule.place_many places the moves in order, each counting the ones before it,
     so that the plan never overbooks a host. One VM that cannot go is refused alone, naming why.
 
     Returns {vms: [{instance, operation, flavor, source, dest, path, why, before, after}],
     refused: [{instance, reason}], unchanged: [names], exclude: [hosts]}."""
-    reqs = batch_requests(requests)
+    reqs = batch_requests(requests, allow_empty)
     exclude = sorted(set(exclude or []))
     facts = _facts(results)
     planned, refused, unchanged, items = [], [], [], []
@@ -654,4 +657,5 @@ class FilterModule:
             "resize_batch_waves": _wrap(batch.waves),
             "resize_batch_table": _wrap(batch.table),
             "resize_batch_line": _wrap(batch.line),
+            "resize_batch_rows": _wrap(batch.rows),
         }

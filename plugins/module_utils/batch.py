@@ -14,6 +14,7 @@ import re
 
 from .domain import check_domain_name
 from .errors import ResizeError, ValidationError
+from .state import ID_RE
 
 # A drain's way back brings back a VM only when its current host's record says it came from the
 # drained host in that drain, and the move ended (docs/security.md, rule C3).
@@ -23,11 +24,25 @@ RETURNABLE = ("confirmed",)
 
 
 def _instances(res):
-    """{name: model} a host reported (virt_host_facts with instances/all_instances)."""
+    """{name: model} a host reported (virt_host_facts with instances/all_instances); a model that
+    is not a mapping is kept as {} (it selects nothing, and the plan refuses that VM alone)."""
     if not isinstance(res, dict) or res.get("failed") or res.get("unreachable"):
         return {}
     got = res.get("instances") or {}
-    return got if isinstance(got, dict) else {}
+    if not isinstance(got, dict):
+        return {}
+    return {str(n): (m if isinstance(m, dict) else {}) for n, m in got.items()}
+
+
+def _names(names, host, notes):
+    """Only plain domain names go into a batch; any other is left, with a note naming its host."""
+    out = []
+    for n in names:
+        try:
+            out.append(check_domain_name(n))
+        except ResizeError:
+            notes.append("%r on %s is not a plain domain name; left (rename it to include it)" % (n, host))
+    return out
 
 
 def _hv(res):
@@ -37,6 +52,8 @@ def _hv(res):
 def parse_requests(given):
     """A list of requests as given: a list, or its YAML/JSON text (an AWX survey's textarea); empty -> []."""
     if given in (None, ""):
+        return []
+    if isinstance(given, str) and not given.strip():
         return []
     if isinstance(given, str):
         import yaml  # the controller has it (ansible-core needs it)
@@ -67,7 +84,8 @@ def requests_for(results, requests=None, match="", flavor="", operation="resize"
             rx = re.compile(match)
         except re.error as exc:
             raise ValidationError("resize_match %r is not a regular expression: %s" % (match, exc))
-        names = sorted({n for res in results.values() for n in _instances(res) if rx.search(n)})
+        names = sorted({n for h, res in sorted(results.items()) for n in _names(
+            [x for x in _instances(res) if rx.search(x)], h, notes)})
         if not names:
             raise ValidationError("no VM on the hypervisors has a name matching %r" % match,
                                   hint="the pattern is a Python regular expression searched in each name")
@@ -80,20 +98,19 @@ def requests_for(results, requests=None, match="", flavor="", operation="resize"
         if not isinstance(res, dict) or res.get("failed") or res.get("unreachable"):
             raise ResizeError("cannot read %s's facts: %s" % (drain_host, (res or {}).get("msg") or "unreachable"))
         if not undo:
-            out += [{"instance": check_domain_name(n), "operation": "migrate"} for n in sorted(_instances(res))]
+            out += [{"instance": n, "operation": "migrate"} for n in _names(sorted(_instances(res)), drain_host, notes)]
         else:
             got, notes = _way_back(results, drain_host)
-            if not got:
-                why = ": " + "; ".join(notes) if notes else " (no host reports a confirmed move of its drain)"
-                raise ValidationError("no VM to bring back to %s%s" % (drain_host, why))
+            if not got and notes:
+                raise ValidationError("no VM to bring back to %s: %s" % (drain_host, "; ".join(notes)))
             out += got
     return out, notes
 
 
 def _way_back(results, drain_host):
     marker = _hv(results[drain_host]).get("maintenance")
-    drain_id = (marker or {}).get("drain_id")
-    if not drain_id:
+    drain_id = marker.get("drain_id") if isinstance(marker, dict) else None
+    if not isinstance(drain_id, str) or not ID_RE.fullmatch(drain_id):
         raise ValidationError("host %s is not in maintenance from a drain: no drain to undo" % drain_host,
                               hint="playbooks/drain.yml -e host=%s drains it first" % drain_host)
     out, notes, seen = [], [], {}
@@ -101,12 +118,15 @@ def _way_back(results, drain_host):
         if host == drain_host:
             continue
         for name, inst in sorted(_instances(results[host]).items()):
-            rec = (inst or {}).get("migration") or {}
-            if rec.get("batch") != drain_id:
+            rec = inst.get("migration") or {}
+            if not isinstance(rec, dict) or rec.get("batch") != drain_id:
                 continue
             # Rule C3: only what this host's own record says: it received the VM from the drained
             # host, in this drain, and the move ended here. Another host's word never moves a VM.
-            if rec.get("source") != drain_host or rec.get("dest") != host or rec.get("instance") != name:
+            # `dest` is what the receiving host calls itself (its hostname), `source` the inventory
+            # name the controller gave it.
+            here = (host, _hv(results[host]).get("hostname"))
+            if rec.get("source") != drain_host or rec.get("dest") not in here or rec.get("instance") != name:
                 notes.append("%s on %s: its record does not say it came from %s to %s; left" % (
                     name, host, drain_host, host))
                 continue
@@ -119,7 +139,8 @@ def _way_back(results, drain_host):
         if len(hosts) > 1:
             notes.append("%s: reported by %s; left (one VM, one host)" % (name, ", ".join(hosts)))
             continue
-        out.append({"instance": check_domain_name(name), "operation": "migrate", "target_host": drain_host})
+        out += [{"instance": n, "operation": "migrate", "target_host": drain_host}
+                for n in _names([name], hosts[0], notes)]
     return out, notes
 
 
@@ -146,6 +167,20 @@ def waves(vms, parallel=4, per_host=2):
         out.append(wave)
         rest = left
     return {"order": [n for w in out for n in w], "sizes": [len(w) for w in out], "waves": out}
+
+
+def rows(vms, results):
+    """The table's rows: each planned VM's result, or, for a VM whose run left none (a host that
+    stopped answering mid-move bypasses the rescue; a wave that never started), a failure saying so."""
+    out = []
+    for vm, res in zip(vms, list(results or []) + [None] * len(vms)):
+        if isinstance(res, dict) and res.get("result"):
+            out.append(res)
+        else:
+            out.append(dict(vm, downtime=None, result="failed: no result (its run stopped: a host that did not "
+                            "answer, or the batch ended early; see above, then playbooks/recover.yml -e instance=%s)"
+                            % vm.get("instance")))
+    return out
 
 
 def _size(s):

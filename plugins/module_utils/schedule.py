@@ -73,6 +73,9 @@ def fixed_reasons(res, opts):
     if opts.get("maintenance"):
         return [IN_MAINTENANCE]
     marker = (res.get("hypervisor") or {}).get("maintenance")
+    if marker and not isinstance(marker, dict):
+        # Whatever a host says about itself only ever takes that host out (rule C3).
+        return ["in maintenance (its marker is malformed: %.60r)" % (marker,)]
     if marker and not marker.get("returning") and not opts.get("returning"):
         # The host's own marker (a drain): it can only take itself out, never another host.
         return ["in maintenance since %s (%s)%s" % (

@@ -77,9 +77,9 @@ hypervisor:
       domain here yet; what C(playbooks/recover.yml) cleans.
     - C(swtpm) - whether swtpm is installed (libvirt needs it to run a VM's emulated TPM; the
       scheduler rejects a host without it for such a VM).
-    - C(maintenance) - null, or this host's maintenance marker C({since, reason, drain_id}) that
-      M(hypervisor.resize.virt_host_maintenance) wrote (a drain); the scheduler places nothing here
-      while it is set.
+    - C(maintenance) - null, or this host's maintenance marker C({since, reason, drain_id, returning})
+      that M(hypervisor.resize.virt_host_maintenance) wrote (a drain); the scheduler places nothing
+      here while it is set, unless C(returning) (the drain's way back runs).
   returned: always
   type: dict
   sample:

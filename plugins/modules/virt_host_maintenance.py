@@ -42,6 +42,12 @@ options:
       - Id (a UUID) of the drain that moves this host's VMs away. Kept when the host is already in
         maintenance and O(drain_id) is omitted.
     type: str
+  keep_drain_id:
+    description:
+      - Keep the drain id of a host already in maintenance from a drain (a drain that runs again),
+        O(drain_id) being used only when it has none. RV(maintenance) says which.
+    type: bool
+    default: false
 attributes:
   check_mode:
     support: full
@@ -98,14 +104,16 @@ def run(module):
                                                 before["drain_id"], returning=True, since=before.get("since"))
     else:
         drain_id = p["drain_id"] or (before or {}).get("drain_id")
+        if p["keep_drain_id"] and (before or {}).get("drain_id"):
+            drain_id = before["drain_id"]
         changed = before is None or before.get("drain_id") != drain_id or before.get("reason") != p["reason"] \
             or before.get("returning")
         after = before
         if changed:
-            after = {"since": (before or {}).get("since"), "reason": p["reason"], "drain_id": drain_id,
-                     "returning": False}
+            since = (before or {}).get("since")
+            after = {"since": since, "reason": p["reason"], "drain_id": drain_id, "returning": False}
             if not check:
-                after = state_mod.write_maintenance(p["state_dir"], p["reason"], drain_id)
+                after = state_mod.write_maintenance(p["state_dir"], p["reason"], drain_id, since=since)
     out = {"changed": changed, "maintenance": after}
     if module._diff:
         out["diff"] = {"before": {"maintenance": before}, "after": {"maintenance": after}}
@@ -118,6 +126,7 @@ def main():
             state=dict(type="str", choices=["present", "absent", "returning"], default="present"),
             reason=dict(type="str", default="maintenance"),
             drain_id=dict(type="str"),
+            keep_drain_id=dict(type="bool", default=False),
         ),
         state_dir=True,
         supports_check_mode=True,

@@ -111,7 +111,7 @@ def test_a_drain_empties_the_host_keeping_power_states_and_the_way_back_returns_
 
     proc = playbook(bed, "drain.yml", host="hv1", confirm="true")
     assert proc.returncode == 0, proc.stdout[-4000:]
-    assert "hv1: in maintenance, every VM moved away" in proc.stdout
+    assert "hv1 is in maintenance. Nothing is left on it." in proc.stdout
     # Every VM left hv1, at its size and in its power state; the originals are gone (confirmed).
     assert domains(bed, "hv1") == set()
     assert sh(bed, "hv1", "ls /var/lib/libvirt/images/ | grep '^it-dr' || true").strip() == ""

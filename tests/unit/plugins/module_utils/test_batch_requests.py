@@ -146,3 +146,66 @@ def test_requests_may_come_as_yaml_or_json_text_and_anything_else_is_refused():
         b.parse_requests('[{"instance":')
     with pytest.raises(ResizeError, match="must be a list"):
         b.parse_requests("web01")
+
+
+def test_attack_a_malformed_marker_takes_out_only_the_host_that_reports_it():
+    """Rule C3: a hostile host's marker that is not a mapping must not stop the placement of others."""
+    for marker in ("x", ["a"], 5):
+        reasons = schedule.fixed_reasons(host(maintenance=marker), {})
+        assert reasons and reasons[0].startswith("in maintenance (its marker is malformed")
+    hosts = {"hv1": host(maintenance="x", cpus=4, memory_mb=4096, allocated_vcpus=0, allocated_memory_mb=0,
+                         free_disk_bytes=10 ** 12, bridges=[], networks=[], arch="x86_64"),
+             "hv2": host(cpus=4, memory_mb=4096, allocated_vcpus=0, allocated_memory_mb=0,
+                         free_disk_bytes=10 ** 12, bridges=[], networks=[], arch="x86_64")}
+    item = {"key": "a", "source": "hv3", "request": {"vcpus": 1, "memory_mb": 128, "disk_bytes": 0},
+            "current": {"vcpus": 1, "memory_mb": 128}}
+    got = schedule.place_many(hosts, [item], host_options={})
+    assert got[0]["host"] == "hv2"
+
+
+def test_attack_a_bystander_reporting_garbage_does_not_stop_a_way_back():
+    results = {
+        "hv1": host(maintenance={"since": "x", "reason": "drain", "drain_id": DRAIN}),
+        "hv2": host({"a": rec(instance="a")}),
+        "hv3": {"changed": False, "hypervisor": {}, "instances": {"b": "garbage", "c": {"migration": "x"}}},
+    }
+    reqs, _notes = b.requests_for(results, drain_host="hv1", undo=True)
+    assert reqs == [{"instance": "a", "operation": "migrate", "target_host": "hv1"}]
+
+
+def test_a_marker_whose_drain_id_is_not_an_id_has_no_way_back():
+    for bad in ("../x", 5, None, "not-a-uuid"):
+        with pytest.raises(ResizeError, match="not in maintenance from a drain"):
+            b.requests_for({"hv1": host(maintenance={"drain_id": bad}), "hv2": host({"a": rec(instance="a")})},
+                           drain_host="hv1", undo=True)
+
+
+def test_a_name_that_is_not_a_plain_domain_name_is_left_out_with_a_note_not_the_whole_batch():
+    results = {"hv1": host({"web01": None, "web{x}": None, "web 2": None})}
+    reqs, notes = b.requests_for(results, match="^web", flavor="m1.small")
+    assert [r["instance"] for r in reqs] == ["web01"]
+    assert len(notes) == 2 and all("not a plain domain name" in n and "on hv1" in n for n in notes)
+    reqs, notes = b.requests_for(results, drain_host="hv1")
+    assert [r["instance"] for r in reqs] == ["web01"] and len(notes) == 2
+
+
+def test_a_drain_of_an_empty_host_asks_for_nothing_and_so_does_its_way_back():
+    assert b.requests_for({"hv1": host()}, drain_host="hv1") == ([], [])
+    assert b.requests_for({"hv1": host(maintenance={"drain_id": DRAIN}), "hv2": host({"a": None})},
+                          drain_host="hv1", undo=True) == ([], [])
+    assert b.parse_requests("  \n ") == []
+
+
+def test_a_vm_without_a_result_is_a_failed_row():
+    vms = [vm("a", "hv2"), vm("b", "hv3"), vm("c", "hv3")]
+    got = b.rows(vms, [{"instance": "a", "result": "confirmed"}, None])
+    assert got[0]["result"] == "confirmed"
+    assert [r["result"].startswith("failed: no result") for r in got[1:]] == [True, True]
+    assert "recover.yml -e instance=b" in got[1]["result"] and got[1]["dest"] == "hv3"
+
+
+def test_the_way_back_knows_a_destination_by_its_inventory_name_or_its_hostname():
+    results = {"hv1.example": host(maintenance={"drain_id": DRAIN}),
+               "hv2.example": host({"a": rec(source="hv1.example", dest="hv2", instance="a")}, hostname="hv2")}
+    reqs, _notes = b.requests_for(results, drain_host="hv1.example", undo=True)
+    assert reqs == [{"instance": "a", "operation": "migrate", "target_host": "hv1.example"}]
