@@ -426,11 +426,13 @@ def resize_path(results, source, instance, plan, flavor, mode="auto", host_optio
                        source=source)
 
 
-def resize_ceilings(instance, flavor, flavors, results, dest, max_vcpus="auto", max_memory_mb="auto"):
+def resize_ceilings(instance, flavor, flavors, results, dest, max_vcpus="auto", max_memory_mb="auto",
+                    lower_to_fit=False):
     """The hot-plug ceilings a cold resize writes into the new definition (live.ceilings), for the
-    destination `dest`: {vcpus, memory_mb, warnings}."""
+    destination `dest`: {vcpus, memory_mb, warnings}. lower_to_fit: a ceiling above what `dest`
+    allows is lowered (a migration keeping the VM's own), not refused."""
     hv = (_facts(results).get(dest) or {}).get("hypervisor") or {}
-    return live.ceilings(instance.get("xml"), flavor, flavors, hv, max_vcpus, max_memory_mb)
+    return live.ceilings(instance.get("xml"), flavor, flavors, hv, max_vcpus, max_memory_mb, lower_to_fit)
 
 
 BATCH_KEYS = ("instance", "flavor", "operation", "target_host")

@@ -181,7 +181,7 @@ MAX_VCPUS = 255  # what QEMU's x86 machines take without an IOMMU with extended 
 AUTO_MULTIPLE = 2  # auto never goes beyond twice the new size
 
 
-def _ceiling(value, key, flavor, flavors, cap, what):
+def _ceiling(value, key, flavor, flavors, cap, what, lower_to_fit=None):
     if value in (None, "", CEILING_AUTO):
         fitting = [f[key] for f in flavors if f[key] <= min(cap, AUTO_MULTIPLE * flavor[key])]
         return min(max([flavor[key]] + fitting), MAX_VCPUS if key == "vcpus" else cap)
@@ -199,6 +199,12 @@ def _ceiling(value, key, flavor, flavors, cap, what):
     # More vCPUs than the host has CPUs is overcommit, which the scheduler's ratio governs; more than
     # a VM can have, or more memory than the host has, would only fail when the VM starts.
     limit = MAX_VCPUS if key == "vcpus" else cap
+    if number > limit and lower_to_fit is not None:
+        # A migration keeps the VM's ceilings: one the destination cannot carry is lowered, and says so.
+        lower_to_fit.append("the %s hot-plug ceiling is lowered from %d to %d: %s" % (
+            "vCPU" if key == "vcpus" else "memory", number, limit,
+            "a VM can have no more here" if key == "vcpus" else "the destination has %d MiB" % limit))
+        return limit
     if number > limit:
         where = "a VM can have here" if key == "vcpus" else "the destination has, in MiB"
         raise ValidationError("%s=%d is more than %s (%d)" % (what, number, where, limit),
@@ -206,14 +212,15 @@ def _ceiling(value, key, flavor, flavors, cap, what):
     return number
 
 
-def ceilings(xml, flavor, flavors, host, max_vcpus=CEILING_AUTO, max_memory_mb=CEILING_AUTO):
+def ceilings(xml, flavor, flavors, host, max_vcpus=CEILING_AUTO, max_memory_mb=CEILING_AUTO, lower_to_fit=False):
     """The hot-plug ceilings a cold resize writes into the new definition, so that the next upsize
     can be live: {vcpus, memory_mb, warnings}. `auto` is the largest flavor that fits the
     destination (its CPUs, its memory) and is at most twice the new size, never below the new size;
     0 is none; a number is that.
     What is allocated (claims, the scheduler) stays the flavor's size: the ceilings cost nothing
     until used. None where the definition could not carry one (a CPU topology or NUMA cells, which
-    libvirt ties to the maximum; no memory balloon)."""
+    libvirt ties to the maximum; no memory balloon). lower_to_fit (a migration keeping the VM's own
+    ceilings): a number above what the destination allows is lowered to it, with a warning."""
     flavor = normalize_flavor(flavor, flavor.get("name"))
     known = []
     for key, value in sorted((flavors or {}).items()):
@@ -221,10 +228,12 @@ def ceilings(xml, flavor, flavors, host, max_vcpus=CEILING_AUTO, max_memory_mb=C
             known.append(normalize_flavor(value, key))
         except ValidationError:
             continue  # a flavor nobody asked for is not this resize's business (lookup_flavor checks the one asked)
-    vcpus = _ceiling(max_vcpus, "vcpus", flavor, known, int(host.get("cpus") or flavor["vcpus"]), "resize_max_vcpus")
-    memory = _ceiling(max_memory_mb, "memory_mb", flavor, known, int(host.get("memory_mb") or flavor["memory_mb"]),
-                      "resize_max_memory_mb")
     warnings = []
+    lowered = warnings if lower_to_fit else None
+    vcpus = _ceiling(max_vcpus, "vcpus", flavor, known, int(host.get("cpus") or flavor["vcpus"]), "resize_max_vcpus",
+                     lowered)
+    memory = _ceiling(max_memory_mb, "memory_mb", flavor, known, int(host.get("memory_mb") or flavor["memory_mb"]),
+                      "resize_max_memory_mb", lowered)
     root = parse_xml(xml) if xml else None
     if root is not None:
         numa = root.find("cpu/numa") is not None

@@ -105,6 +105,16 @@ def test_bad_ceilings_are_refused_naming_the_variable(max_vcpus, max_mem, match)
         live.ceilings(xml(), flavor(2, 256), {}, {"cpus": 4, "memory_mb": 4096}, max_vcpus, max_mem)
 
 
+def test_a_migration_keeping_its_ceilings_lowers_one_the_destination_cannot_carry():
+    got = live.ceilings(xml(), flavor(2, 256), {}, {"cpus": 4, "memory_mb": 4096}, 300, 8192, lower_to_fit=True)
+    assert (got["vcpus"], got["memory_mb"]) == (255, 4096)
+    assert got["warnings"] == ["the vCPU hot-plug ceiling is lowered from 300 to 255: a VM can have no more here",
+                               "the memory hot-plug ceiling is lowered from 8192 to 4096: the destination has 4096 MiB"]
+    # What fits is kept as it is.
+    got = live.ceilings(xml(), flavor(2, 256), {}, {"cpus": 4, "memory_mb": 4096}, 8, 1024, lower_to_fit=True)
+    assert (got["vcpus"], got["memory_mb"], got["warnings"]) == (8, 1024, [])
+
+
 def test_no_ceiling_where_the_definition_ties_the_maximum_and_a_warning_says_so():
     flavors = {"m": flavor(3, 384)}
     host = {"cpus": 4, "memory_mb": 4096}
