@@ -6,8 +6,6 @@ of the next run, should a run have been killed).
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import glob
 import inspect
 import json
@@ -24,6 +22,7 @@ import time
 import yaml
 
 from ansible_collections.hypervisor.resize.plugins.module_utils import _policy
+from ansible_collections.hypervisor.resize.plugins.module_utils import state as product_state
 from ansible_collections.hypervisor.resize.plugins.module_utils._transfer import keys as product_keys
 from ansible_collections.hypervisor.resize.plugins.module_utils._transfer import markers, receiver, sender
 
@@ -202,23 +201,12 @@ def allocated(path):
     return os.stat(path).st_blocks * 512
 
 
-@contextlib.contextmanager
-def product_lock(host):
-    """The product's own per-host lock (state_dir/lock), held while we edit authorized_keys."""
-    state = host_path(host, STATE_DIR)
-    os.makedirs(os.path.join(state, "migrations"), mode=0o700, exist_ok=True)
-    with open(os.path.join(state, "lock"), "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def edit_authorized_keys(host, add=(), remove_tag=None):
-    """Add lines to / remove our lines from root's authorized_keys inside a host (atomic rename)."""
+    """Add lines to / remove our lines from root's authorized_keys inside a host, under the lock
+    every edit of that file takes (the product's keys_lock), so that a migration adding or revoking
+    its key at the same moment is never lost."""
     path = host_path(host, "/root/.ssh/authorized_keys")
-    with product_lock(host):
+    with product_keys.keys_lock(path):
         lines = []
         if os.path.exists(path):
             with open(path) as fh:
@@ -280,27 +268,18 @@ def drop_async_results(host):
 
 
 def drop_product_state(host, which):
-    """Remove the product's claim directories (and transfer keys) of our own bench-* migrations."""
-    base = host_path(host, STATE_DIR + "/migrations")
-    gone = []
-    with product_lock(host):
-        for rec_path in glob.glob(os.path.join(base, "*", "record.json")):
-            try:
-                with open(rec_path) as fh:
-                    rec = json.load(fh)
-            except (OSError, ValueError):
-                continue
-            if which(rec):
-                shutil.rmtree(os.path.dirname(rec_path), ignore_errors=True)
-                gone.append(rec.get("id"))
+    """Remove the product's claim directories (and transfer keys) of our own bench-* migrations,
+    with the product's own code and under its locks (state.locked, keys_lock)."""
+    state_dir = host_path(host, STATE_DIR)
+    with product_state.locked(state_dir):
+        gone = [rec.get("id") for rec in product_state.records(state_dir) if which(rec)]
+        for mid in gone:
+            product_state.remove(state_dir, mid)
     for mid in gone:
-        if mid:
-            keys = host_path(host, "/root/.ssh/authorized_keys")
-            with product_lock(host):
-                product_keys.edit_authorized_keys(keys, remove_id=mid)
-            marker = host_path(host, markers.marker_path(IMAGES + "/x", mid))
-            if os.path.exists(marker):
-                os.unlink(marker)
+        product_keys.edit_authorized_keys(host_path(host, "/root/.ssh/authorized_keys"), remove_id=mid)
+        marker = host_path(host, markers.marker_path(IMAGES + "/x", mid))
+        if os.path.exists(marker):
+            os.unlink(marker)
     return gone
 
 
