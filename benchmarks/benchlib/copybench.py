@@ -1,5 +1,9 @@
 """Benchmarks 1 (copy) and 5 (peak memory of the sender): hv1 -> hv2 over the bed's ssh.
 
+Two kinds of disk: a sparse one holding random (incompressible) data, and a realistic one - an ext4
+file system made with `mke2fs -d` from a copy of this machine's own /usr (programs, libraries,
+text), raw and qcow2 - on which compression and zero detection are judged as on a real VM's.
+
 Every copy starts from a cold page cache (sync + drop_caches before each one), is timed inside hv1
 from the spawn of the transfer process to its exit, and is checked on hv2 against the source's
 content digest; a copy that differs fails the run.
@@ -10,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shlex
+import shutil
 import struct
 import subprocess
 
@@ -34,10 +39,15 @@ from .common import (
 
 SRC, DST = "hv1", "hv2"
 TOOLS = ("floor", "floor-file", "ours", "rsync", "scp")
+# The realistic disk: the same tools, and ours with ssh compression (resize_compress: true).
+EXT4_TOOLS = ("floor", "ours", "ours-z", "rsync", "scp")
+EXT4_FORMATS = ("ext4-raw", "ext4-qcow2")
+USR_DIRS = ("/usr/lib", "/usr/share", "/usr/bin")
 LABELS = {
     "floor": "floor: allocated bytes only, ssh to /dev/null",
     "floor-file": "same stream into a file on hv2 (dd conv=fsync)",
     "ours": "ours: transfer.send -> receiver",
+    "ours-z": "ours with ssh compression (resize_compress)",
     "rsync": "rsync --sparse --whole-file",
     "scp": "scp (Nova's default)",
 }
@@ -77,6 +87,31 @@ def make_disk(path, virtual, data, extent=16 * MIB, seed="bench"):
         gen.kill()
         gen.wait()
         os.close(fd)
+
+
+def copy_usr(tree, budget):
+    """Copy regular files of this machine's /usr into `tree` (hierarchy kept) until `budget` bytes;
+    returns (files, bytes). Real programs, libraries and text: what a VM's root disk holds."""
+    files = total = 0
+    for top in USR_DIRS:
+        for root, dirs, names in os.walk(top):
+            dirs.sort()
+            for name in sorted(names):
+                path = os.path.join(root, name)
+                if not os.path.isfile(path) or os.path.islink(path):
+                    continue
+                size = os.path.getsize(path)
+                if total + size > budget:
+                    return files, total
+                dest = os.path.join(tree, path.lstrip("/"))
+                os.makedirs(os.path.dirname(dest), exist_ok=True)
+                try:
+                    shutil.copyfile(path, dest)
+                except OSError:
+                    continue
+                files += 1
+                total += size
+    return files, total
 
 
 def data_bytes(path):
@@ -135,8 +170,9 @@ def copy_with(trust, tool, src_in, dst_in, label):
     log_host = host_path(SRC, log)
     if os.path.exists(log_host):
         os.unlink(log_host)
-    if tool == "ours":
-        args = ("send.py", src_in, dst_in, DST, trust.key("recv"), trust.known_hosts, CIPHER, log)
+    if tool in ("ours", "ours-z"):
+        args = ("send.py", src_in, dst_in, DST, trust.key("recv"), trust.known_hosts, CIPHER, log) + \
+            (("compress",) if tool == "ours-z" else ())
     elif tool == "floor":
         args = ("floor.py", src_in, log, "--", "ssh", *trust.ssh_options(), "root@%s" % DST, "cat >/dev/null")
     elif tool == "floor-file":
@@ -183,19 +219,39 @@ class CopyBench:
                                  "allocated": allocated(path), "data": data_bytes(path),
                                  "size": os.stat(path).st_size}
 
+    def make_ext4_sources(self):
+        """The realistic disk: ext4 (mke2fs -d) holding up to the profile's data size of this machine's
+        own /usr, as raw (sparse: what ext4 never wrote stays a hole) and as qcow2."""
+        tree = host_path(SRC, "/tmp/%sext4-tree" % PREFIX)
+        raw_in = "%s/%sext4.raw" % (IMAGES, PREFIX)
+        qcow_in = "%s/%sext4.qcow2" % (IMAGES, PREFIX)
+        copied = copy_usr(tree, self.p["data"])
+        try:
+            run(["mke2fs", "-q", "-t", "ext4", "-F", "-d", tree, host_path(SRC, raw_in),
+                 "%dk" % max(self.p["virtual"] // 1024, 4 * self.p["data"] // 1024)])
+        finally:
+            run(["rm", "-rf", tree])
+        run(["qemu-img", "convert", "-q", "-O", "qcow2", host_path(SRC, raw_in), host_path(SRC, qcow_in)])
+        os.sync()
+        for fmt, path_in in (("ext4-raw", raw_in), ("ext4-qcow2", qcow_in)):
+            path = host_path(SRC, path_in)
+            self.sources[fmt] = {"in": path_in, "host": path, "digest": content_digest(path),
+                                 "allocated": allocated(path), "data": data_bytes(path),
+                                 "size": os.stat(path).st_size, "files": copied}
+
     # -- one copy ----------------------------------------------------------------------------
 
     def copy(self, tool, src_in, dst_in, label):
         return copy_with(self.trust, tool, src_in, dst_in, label)
 
     def checked_copy(self, tool, fmt, src, run_no):
-        ext = "raw" if fmt == "raw" else "qcow2"
+        ext = "qcow2" if fmt.endswith("qcow2") else "raw"
         dst_in = "%s/%sdst-%s.%s" % (IMAGES, PREFIX, tool, ext)
         dst = host_path(DST, dst_in)
         for leftover in (dst, dst + ".hvresize-part"):
             if os.path.exists(leftover):
                 os.unlink(leftover)
-        if tool == "ours":
+        if tool in ("ours", "ours-z"):
             self.trust.allow(dst_in)
         res = self.copy(tool, src["in"], dst_in, "%s-%s-%d" % (tool, fmt, run_no))
         row = {"run": run_no, "fmt": fmt, "tool": tool, "seconds": res["seconds"], "ssh_sent": res.get("ssh_sent"),
@@ -270,6 +326,42 @@ class CopyBench:
                 self.report.target("1 copy raw", "ours >= %.0fx faster than scp (sparse disk)" % FAR_AHEAD,
                                    "%.1fx (%.2f s vs %.2f s)" % (ahead, med["ours"], med["scp"]),
                                    ahead >= FAR_AHEAD)
+
+    def run_ext4_copies(self):
+        for run_no in range(1, self.p["runs"] + 1):
+            for fmt in EXT4_FORMATS:
+                for tool in EXT4_TOOLS:
+                    self.checked_copy(tool, fmt, self.sources[fmt], run_no)
+
+    def ext4_tables(self):
+        for fmt in EXT4_FORMATS:
+            src = self.sources[fmt]
+            med = {t: median([r["seconds"] for r in self.results if r["fmt"] == fmt and r["tool"] == t])
+                   for t in EXT4_TOOLS}
+            rows = []
+            for tool in EXT4_TOOLS:
+                rs = [r for r in self.results if r["fmt"] == fmt and r["tool"] == tool]
+                rows.append((LABELS[tool], fmt_s(med[tool]),
+                             fmt_bytes(median([r["ssh_sent"] for r in rs if r["ssh_sent"] is not None])),
+                             fmt_bytes(median([r["dest_alloc"] for r in rs if r["dest_alloc"] is not None])),
+                             fmt_ratio(med[tool] / med["floor"] if med["floor"] else None),
+                             fmt_s(median([r["cpu"] for r in rs if r["cpu"] is not None])),
+                             "-" if tool == "floor" else "identical"))
+            self.report.table(
+                "1. Copy hv1 -> hv2, a realistic disk: ext4 holding %s of this machine's /usr (%d files), %s "
+                "(cold cache, median of %d)" % (fmt_bytes(src["files"][1]), src["files"][0],
+                                                "raw" if fmt == "ext4-raw" else "qcow2", self.p["runs"]),
+                ("copy", "seconds", "ssh bytes sent", "allocated on hv2", "x floor", "CPU s on hv1", "content"),
+                rows,
+                notes=["Source: file %s, %s allocated, %s in data extents. Cipher %s for every row. "
+                       "ssh compression (zlib, resize_compress): %.2fx the time without it (%s)."
+                       % (fmt_bytes(src["size"]), fmt_bytes(src["allocated"]), fmt_bytes(src["data"]), CIPHER,
+                          med["ours-z"] / med["ours"] if med["ours"] else float("nan"),
+                          "it pays here" if med["ours-z"] < med["ours"] else "it does not pay here")])
+            ahead = min(med["scp"], med["rsync"]) / med["ours"] if med["ours"] else None
+            self.report.target("1 copy %s" % fmt, "ours ahead of scp and rsync (realistic disk)",
+                               "%.1fx the faster of them (%.2f s vs scp %.2f s, rsync %.2f s)"
+                               % (ahead, med["ours"], med["scp"], med["rsync"]), ahead > 1.0)
 
     # -- benchmark 5 -------------------------------------------------------------------------
 

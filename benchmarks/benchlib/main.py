@@ -303,6 +303,9 @@ def _copy(report, trust, profile, only):
         if "copy" in only:
             bench.run_copies()
             bench.copy_tables()
+            bench.make_ext4_sources()
+            bench.run_ext4_copies()
+            bench.ext4_tables()
         if "memory" in only:
             bench.run_memory()
     finally:

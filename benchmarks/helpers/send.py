@@ -3,7 +3,7 @@ the destination, through the product's ssh options (sender.ssh_argv). Runs insid
 host. Prints one JSON line: the receiver's reply, seconds, ssh bytes sent, and the peak RSS of this
 process (the sender; ssh is a child and is not counted).
 
-usage: send.py SRC DEST_PATH DEST_HOST KEY KNOWN_HOSTS CIPHER SSH_LOG
+usage: send.py SRC DEST_PATH DEST_HOST KEY KNOWN_HOSTS CIPHER SSH_LOG [compress]
 """
 
 import json
@@ -19,7 +19,8 @@ from ansible_collections.hypervisor.resize.plugins.module_utils.errors import Re
 
 def main():
     src, dest_path, dest_host, key, known, cipher, log = sys.argv[1:8]
-    argv = with_ssh_log(sender.ssh_argv(dest_host, 22, key, known, cipher=cipher or None), log)
+    compress = sys.argv[8:9] == ["compress"]
+    argv = with_ssh_log(sender.ssh_argv(dest_host, 22, key, known, cipher=cipher or None, compress=compress), log)
     t0 = time.monotonic()
     try:
         reply = sender.send(src, argv, dest_path=dest_path)
