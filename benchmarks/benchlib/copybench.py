@@ -102,7 +102,9 @@ def copy_usr(tree, budget):
                     continue
                 size = os.path.getsize(path)
                 if total + size > budget:
-                    return files, total
+                    if total > 0.98 * budget:
+                        return files, total
+                    continue
                 dest = os.path.join(tree, path.lstrip("/"))
                 os.makedirs(os.path.dirname(dest), exist_ok=True)
                 try:
