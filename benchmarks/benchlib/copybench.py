@@ -213,13 +213,17 @@ class CopyBench:
         raw_in = "%s/%ssrc.raw" % (IMAGES, PREFIX)
         qcow_in = "%s/%ssrc.qcow2" % (IMAGES, PREFIX)
         make_disk(host_path(SRC, raw_in), self.p["virtual"], self.p["data"], seed="bench-src")
+        self._add_raw_and_qcow2("", raw_in, qcow_in)
+
+    def _add_raw_and_qcow2(self, prefix, raw_in, qcow_in, **extra):
+        """The raw source, its qcow2 (qemu-img convert), and what each holds, as sources PREFIXraw/qcow2."""
         run(["qemu-img", "convert", "-q", "-O", "qcow2", host_path(SRC, raw_in), host_path(SRC, qcow_in)])
         os.sync()
-        for fmt, path_in in (("raw", raw_in), ("qcow2", qcow_in)):
+        for fmt, path_in in ((prefix + "raw", raw_in), (prefix + "qcow2", qcow_in)):
             path = host_path(SRC, path_in)
-            self.sources[fmt] = {"in": path_in, "host": path, "digest": content_digest(path),
-                                 "allocated": allocated(path), "data": data_bytes(path),
-                                 "size": os.stat(path).st_size}
+            self.sources[fmt] = dict({"in": path_in, "host": path, "digest": content_digest(path),
+                                      "allocated": allocated(path), "data": data_bytes(path),
+                                      "size": os.stat(path).st_size}, **extra)
 
     def make_ext4_sources(self):
         """The realistic disk: ext4 (mke2fs -d) holding up to the profile's data size of this machine's
@@ -233,13 +237,7 @@ class CopyBench:
                  "%dk" % max(self.p["virtual"] // 1024, 4 * self.p["data"] // 1024)])
         finally:
             run(["rm", "-rf", tree])
-        run(["qemu-img", "convert", "-q", "-O", "qcow2", host_path(SRC, raw_in), host_path(SRC, qcow_in)])
-        os.sync()
-        for fmt, path_in in (("ext4-raw", raw_in), ("ext4-qcow2", qcow_in)):
-            path = host_path(SRC, path_in)
-            self.sources[fmt] = {"in": path_in, "host": path, "digest": content_digest(path),
-                                 "allocated": allocated(path), "data": data_bytes(path),
-                                 "size": os.stat(path).st_size, "files": copied}
+        self._add_raw_and_qcow2("ext4-", raw_in, qcow_in, files=copied)
 
     # -- one copy ----------------------------------------------------------------------------
 
