@@ -289,7 +289,7 @@ def run_batch(report, profile, workdir):
                  [("batch wall time (all waves, 6 concurrent playbooks)", fmt_s(wall)),
                   ("sum of the batch's own playbook times", fmt_s(batch_sum)),
                   ("one VM alone (same VM size, same bed, measured just before)", fmt_s(single["seconds"])),
-                  ("6 x one VM alone (one after another)", fmt_s(6 * single["seconds"])),
+                  ("6 x one VM alone (an estimate; measured below)", fmt_s(6 * single["seconds"])),
                   ("controller CPU (user+sys) of the batch's playbooks / of one alone",
                    "%s / %s" % (fmt_s(batch_cpu), fmt_s(single_cpu))),
                   ("6 concurrent confirms, wall time (one alone: %.2f s)" % single_confirm, fmt_s(confirm_wall))],
@@ -302,8 +302,6 @@ def run_batch(report, profile, workdir):
     report.target("4 batch", "all 6 end where their playbook said, no host over its limits",
                   "%d of 6 moved, %d refused then retried, no host overbooked"
                   % (sum(1 for v in attempts.values() if v[-1]["dest"]), len(refused)), placed_ok)
-    report.target("4 batch", "6 at once faster than one after another",
-                  "%.1f s vs %.1f s" % (wall, 6 * single["seconds"]), wall < 6 * single["seconds"])
     one_run_and_sequential(report, workdir, inventory, caps, wall, batch_cpu, len(refused))
 
 
@@ -373,3 +371,7 @@ def one_run_and_sequential(report, workdir, inventory, caps, concurrent_wall, co
                         % (", ".join("%s %d" % kv for kv in sorted(arrivals.items())), ROOM)])
     report.target("4 batch", "one run: every VM where its plan said, no second wave, no host over its room",
                   "6 of 6 placed by the plan", got == planned and not over)
+    report.target("4 batch", "6 concurrent runs faster than 6 one after another (both measured)",
+                  "%.1f s vs %.1f s" % (concurrent_wall, seq_wall), concurrent_wall < seq_wall)
+    report.target("4 batch", "one batch run faster than 6 concurrent runs (its confirms included)",
+                  "%.1f s vs %.1f s" % (res["seconds"], concurrent_wall), res["seconds"] < concurrent_wall)
