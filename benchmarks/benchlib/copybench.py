@@ -219,10 +219,15 @@ class CopyBench:
         """The raw source, its qcow2 (qemu-img convert), and what each holds, as sources PREFIXraw/qcow2."""
         run(["qemu-img", "convert", "-q", "-O", "qcow2", host_path(SRC, raw_in), host_path(SRC, qcow_in)])
         os.sync()
+        # What the file system reports as data depends on the page cache (seen with mke2fs's image):
+        # measure it as every copy will find it, from a cold cache.
+        drop_caches()
         for fmt, path_in in ((prefix + "raw", raw_in), (prefix + "qcow2", qcow_in)):
             path = host_path(SRC, path_in)
+            # Before the digest reads it: ext4 counts cached pages of unwritten extents as data.
+            data = data_bytes(path)
             self.sources[fmt] = dict({"in": path_in, "host": path, "digest": content_digest(path),
-                                      "allocated": allocated(path), "data": data_bytes(path),
+                                      "allocated": allocated(path), "data": data,
                                       "size": os.stat(path).st_size}, **extra)
 
     def make_ext4_sources(self):
@@ -268,7 +273,9 @@ class CopyBench:
             finally:
                 if os.path.exists(dst):
                     os.unlink(dst)
-        if tool.startswith("floor") and res["bytes"] != src["data"]:
+        # On the random disk every extent is written data; mke2fs's image has unwritten extents, which
+        # ext4 counts as data or not depending on the page cache and writeback: no exact count there.
+        if tool.startswith("floor") and res["bytes"] != src["data"] and not fmt.startswith("ext4"):
             raise BenchError("floor streamed %d bytes, the source has %d in data extents" % (res["bytes"], src["data"]))
         self.results.append(row)
         return row
