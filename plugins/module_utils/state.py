@@ -228,6 +228,44 @@ def write_maintenance(state_dir, reason, drain_id=None, returning=False, since=N
     return marker
 
 
+def set_maintenance(state_dir, state="present", reason="maintenance", drain_id=None, keep_drain_id=False,
+                    check=False):
+    """Move this host's marker to `state` (present, returning, absent); (changed, before, after).
+    present keeps `since` and, with keep_drain_id, a drain id already there (a drain run again);
+    returning needs a drain's marker (its way back) and keeps everything else."""
+    before = read_maintenance(state_dir)
+    if drain_id is not None:
+        check_id(drain_id)
+    if state == "absent":
+        changed = before is not None
+        if changed and not check:
+            clear_maintenance(state_dir)
+        return changed, before, None
+    if state == "returning":
+        if not (before or {}).get("drain_id"):
+            raise ValidationError("this host is not in maintenance from a drain: there is no drain to undo",
+                                  hint="playbooks/drain.yml -e host=HOST drains it first")
+        after = dict(before, returning=True)
+        changed = not before.get("returning")
+        if changed and not check:
+            after = write_maintenance(state_dir, before.get("reason") or reason, before["drain_id"], returning=True,
+                                      since=before.get("since"))
+        return changed, before, after
+    if state != "present":
+        raise ValidationError("maintenance state must be present, returning or absent, got %r" % (state,))
+    keep = (before or {}).get("drain_id")
+    drain_id = keep if keep and (keep_drain_id or not drain_id) else drain_id
+    changed = before is None or before.get("drain_id") != drain_id or before.get("reason") != reason \
+        or before.get("returning")
+    if not changed:
+        return False, before, before
+    since = (before or {}).get("since")
+    after = {"since": since, "reason": reason, "drain_id": drain_id, "returning": False}
+    if not check:
+        after = write_maintenance(state_dir, reason, drain_id, since=since)
+    return True, before, after
+
+
 def clear_maintenance(state_dir):
     path = maintenance_path(state_dir)
     if os.path.lexists(path):

@@ -80,40 +80,12 @@ maintenance:
 
 from ansible_collections.hypervisor.resize.plugins.module_utils import state as state_mod
 from ansible_collections.hypervisor.resize.plugins.module_utils.common import ResizeModule
-from ansible_collections.hypervisor.resize.plugins.module_utils.errors import ValidationError
 
 
 def run(module):
-    p, check = module.params, module.check_mode
-    before = state_mod.read_maintenance(p["state_dir"])
-    if p["drain_id"] is not None:
-        state_mod.check_id(p["drain_id"])
-    if p["state"] == "absent":
-        changed = before is not None
-        if changed and not check:
-            state_mod.clear_maintenance(p["state_dir"])
-        after = None
-    elif p["state"] == "returning":
-        if not (before or {}).get("drain_id"):
-            raise ValidationError("this host is not in maintenance from a drain: there is no drain to undo",
-                                  hint="playbooks/drain.yml -e host=HOST drains it first")
-        changed = not before.get("returning")
-        after = dict(before, returning=True)
-        if changed and not check:
-            after = state_mod.write_maintenance(p["state_dir"], before.get("reason") or "maintenance",
-                                                before["drain_id"], returning=True, since=before.get("since"))
-    else:
-        drain_id = p["drain_id"] or (before or {}).get("drain_id")
-        if p["keep_drain_id"] and (before or {}).get("drain_id"):
-            drain_id = before["drain_id"]
-        changed = before is None or before.get("drain_id") != drain_id or before.get("reason") != p["reason"] \
-            or before.get("returning")
-        after = before
-        if changed:
-            since = (before or {}).get("since")
-            after = {"since": since, "reason": p["reason"], "drain_id": drain_id, "returning": False}
-            if not check:
-                after = state_mod.write_maintenance(p["state_dir"], p["reason"], drain_id, since=since)
+    p = module.params
+    changed, before, after = state_mod.set_maintenance(p["state_dir"], p["state"], p["reason"], p["drain_id"],
+                                                       p["keep_drain_id"], module.check_mode)
     out = {"changed": changed, "maintenance": after}
     if module._diff:
         out["diff"] = {"before": {"maintenance": before}, "after": {"maintenance": after}}

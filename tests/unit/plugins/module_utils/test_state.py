@@ -3,7 +3,10 @@
 import json
 import os
 
+import pytest
+
 from ansible_collections.hypervisor.resize.plugins.module_utils import state
+from ansible_collections.hypervisor.resize.plugins.module_utils.errors import ValidationError
 
 MID = ["0b6f0c7e-4c1e-4a7b-9b55-2a8f1f0e6d1%d" % i for i in range(4)]
 
@@ -47,3 +50,24 @@ def test_the_maintenance_marker_round_trips_and_a_damaged_one_still_means_mainte
     assert state.read_maintenance(d)["returning"] is True and state.read_maintenance(d)["since"] == "t"
     assert state.clear_maintenance(d) is True and state.read_maintenance(d) is None
     assert state.clear_maintenance(d) is False
+
+
+def test_maintenance_moves_present_returning_absent_and_check_mode_writes_nothing(tmp_path):
+    d, drain, other = str(tmp_path), "0b6f5a1e-8d2b-4b7e-9a51-0c2d3e4f5a6b", "1c7a6b2f-9e3c-4c8f-8b62-1d3e4f5a6b7c"
+    assert state.set_maintenance(d, "present", "drain", drain, check=True)[0] is True
+    assert state.read_maintenance(d) is None
+    changed, before, after = state.set_maintenance(d, "present", "drain", drain)
+    assert changed and before is None and after["drain_id"] == drain and not after["returning"]
+    since = after["since"]
+    # A drain run again keeps its first id and its start.
+    assert state.set_maintenance(d, "present", "drain", other, keep_drain_id=True)[0] is False
+    changed, _b, after = state.set_maintenance(d, "returning")
+    assert changed and after["returning"] and after["drain_id"] == drain and after["since"] == since
+    changed, _b, after = state.set_maintenance(d, "present", "drain", other, keep_drain_id=True)
+    assert changed and after["drain_id"] == drain and not after["returning"] and after["since"] == since
+    changed, before, after = state.set_maintenance(d, "absent")
+    assert changed and before["drain_id"] == drain and after is None and state.read_maintenance(d) is None
+    with pytest.raises(ValidationError, match="not in maintenance from a drain"):
+        state.set_maintenance(d, "returning")
+    with pytest.raises(ValidationError, match="is not a migration id"):
+        state.set_maintenance(d, "present", "x", "../etc")
