@@ -410,13 +410,9 @@ def resize_path(results, source, instance, plan, flavor, mode="auto", host_optio
     if mode != "cold" and instance.get("state") == "running" and (not target_host or target_host == source):
         hv = (_facts(results).get(source) or {}).get("hypervisor") or {}
         opts = (host_options or {}).get(source) or {}
-        if opts.get("maintenance"):
-            host_reasons.append("in maintenance (hypervisor_maintenance is set)")
-        elif schedule.fixed_reasons({"hypervisor": hv}, {"returning": opts.get("returning")}):
-            host_reasons += schedule.fixed_reasons({"hypervisor": hv}, {"returning": opts.get("returning")})
-        elif opts.get("enabled") is False:
-            host_reasons.append("disabled (hypervisor_enabled is false)")
-        else:
+        # The scheduler's one rule for a host that takes nothing (maintenance, its own marker, disabled).
+        host_reasons = schedule.fixed_reasons({"hypervisor": hv}, opts)
+        if not host_reasons:
             before, after = plan["before"], plan["after"]
             need = {"vcpus": max(after["vcpus"] - before["vcpus"], 0),
                     "memory_mb": max(after["memory_mb"] - before["memory_mb"], 0),
