@@ -36,11 +36,11 @@ def progress_line(prog):
     if not prog:
         return None
     phase = prog.get("phase") or "working"
-    if phase != "copying":
+    if phase != "copying" and not str(phase).startswith("pre-copying"):
         return "%s%s" % (phase, (" %s" % prog["disk"]) if prog.get("disk") and phase.startswith("backing") else "")
     eta = prog.get("eta_seconds")
-    return "copying disk %d/%d %s: %s of %s (%.1f%%), %s/s, ETA %s" % (
-        prog.get("disk_index") or 0, prog.get("disks") or 0, prog.get("disk") or "",
+    return "%s disk %d/%d %s: %s of %s (%.1f%%), %s/s, ETA %s" % (
+        phase, prog.get("disk_index") or 0, prog.get("disks") or 0, prog.get("disk") or "",
         human_bytes(prog.get("bytes_done")), human_bytes(prog.get("bytes_total")), prog.get("percent") or 0.0,
         human_bytes(prog.get("rate_bytes_per_s")), human_seconds(eta) if eta is not None else "unknown")
 

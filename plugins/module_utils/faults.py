@@ -14,7 +14,7 @@ import os
 
 from .errors import ResizeError
 
-STEPS = ("claim", "shutdown", "copy", "grow", "define", "start")
+STEPS = ("claim", "precopy", "shutdown", "copy", "grow", "define", "start")
 
 
 def checkpoint(step, **where):

@@ -10,7 +10,7 @@ import hashlib
 import os
 import stat
 
-from . import _policy, parts, storage
+from . import _policy, parts, precopy, storage
 from . import record as record_mod
 from . import state as state_mod
 from ._transfer import keys, local, markers
@@ -224,17 +224,30 @@ def _finish(params, check_mode, rec, name, mid, host, defined):
                 raise ValidationError("disk %s has not been received and verified here" % disk["path"],
                                       domain=name, host=host, hint="run virt_power_off_migrate on the source")
         owned = set(got) | set(shared)
+        whole = [(d["path"], d["format"]) for d in model_from_xml(xml)["disks"]
+                 if d.get("path") in got and d["path"] not in shared and d.get("device") == "disk"]
         if rec.get("reviewed_xml_sha256") != hashlib.sha256(xml.encode("utf-8")).hexdigest():
             # Not the definition prep reviewed here before the power-off: review this one now. (The
             # same one is not reviewed again: that would only add to the VM's downtime.)
             check_domain_here(c.conn, params, xml, name, host)
-        check_images(xml, owned, name, host)
         _check_tpm_state(rec, name, host)
         root = root_disk(model_from_xml(xml))
         new_root = rec["new_flavor"]["root_gb"] * GIB
         result = {"changed": True, "diff": diff}
         if check_mode:
+            check_images(xml, owned, name, host)
             return result
+        # What the guest wrote while its disks were pre-copied (R4), before the images are read.
+        committed = list(rec.get("committed") or [])
+
+        def note(delta):
+            committed.append(delta)
+            state_mod.write_record(params["state_dir"], dict(rec, committed=committed))
+
+        deltas = precopy.commit_received(whole, set(got), committed, note, name=name, host=host)
+        rec = dict(rec, committed=committed) if committed else rec
+        owned -= set(committed)
+        check_images(xml, owned, name, host)
         grown = False
         if root and root["path"] in owned and new_root:
             grown = storage.grow(root["path"], root["format"], new_root)
@@ -253,7 +266,7 @@ def _finish(params, check_mode, rec, name, mid, host, defined):
         remove_markers(rec)
         info = storage.image_info(root["path"], root["format"]) if root else None
         result.update({"migration": get_record(dom), "state": state_of(dom), "root_disk": info,
-                       "grown": grown, "disk_actions": disk_actions, "domain": summary(xml)})
+                       "grown": grown, "disk_actions": deltas + disk_actions, "domain": summary(xml)})
         return result
 
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import time
 
-from . import _policy, parts
+from . import _policy, parts, precopy, storage
 from . import record as record_mod
 from . import state as state_mod
 from ._transfer import local, markers, sender
@@ -76,9 +77,11 @@ def _power_off_migrate(params, check_mode, dom, name, mid, host):
             raise ValidationError("a backup %s%s already exists" % (d["path"], local.BACKUP_SUFFIX),
                                   domain=name, host=host,
                                   hint="it is left from an earlier resize: confirm or revert that first")
+    live_copy = _precopy_candidates(params, inst, disks, same_host, name, host)
     plan = {"changed": True, "old_power_state": inst["state"],
             "disks": [{"path": d["path"], "allocation": d.get("allocation"), "virtual_size": d.get("virtual_size")}
-                      for d in disks]}
+                      for d in disks],
+            "precopy": {"disks": [d["path"] for d in live_copy]}}
     if check_mode:
         return plan
     old_state = inst["state"]
@@ -109,10 +112,19 @@ def _power_off_migrate(params, check_mode, dom, name, mid, host):
             dom.setAutostart(0)
         except libvirt.libvirtError as exc:
             raise libvirt_error(exc, "cannot turn autostart off on the source", domain=name)
+    live_copy = [d for d, e in zip(disks, rec["disks"]) if d in live_copy and not e.get("shared")]
+    summary = {"rounds": 0, "live_bytes": 0, "after_stop_bytes": 0, "disks": [d["path"] for d in live_copy]}
     progress = Progress(state_mod.progress_path(params["state_dir"], mid),
                         [d for d, r in zip(disks, rec["disks"]) if not r.get("shared")], every=1.0)
+    pre = {}
     try:
+        if live_copy:
+            progress.close()
+            rec, pre = _precopy(dom, rec, live_copy, params, summary, name, host)
+            progress = Progress(state_mod.progress_path(params["state_dir"], mid),
+                                [d for d, r in zip(disks, rec["disks"]) if not r.get("shared")], every=1.0)
         progress.set_phase("shutting down")
+        down_started = time.monotonic()
         stop = power_off(dom, timeout=params["shutdown_timeout"],
                          retry_interval=params["shutdown_retry_interval"])
         shared = [r["path"] for r in rec["disks"] if r.get("shared")]
@@ -126,7 +138,7 @@ def _power_off_migrate(params, check_mode, dom, name, mid, host):
             progress.set_phase("backing up on this host")
             copied = [local.local_copy(d["path"], d["path"] + local.BACKUP_SUFFIX) for d in disks]
         else:
-            copied = copy_disks(disks, rec["disks"], params, progress)
+            copied = copy_disks(disks, rec["disks"], params, progress, pre)
         checkpoint("copy")
     except ResizeError as exc:
         rec = record_mod.transition(rec, "error", exc.msg)
@@ -135,13 +147,110 @@ def _power_off_migrate(params, check_mode, dom, name, mid, host):
         raise
     finally:
         progress.close()
+    summary["after_stop_bytes"] = sum(int(c.get("bytes") or 0) for c in copied if c.get("after_stop"))
     rec["disks"] = copied
-    rec = record_mod.transition(rec, "post-migrating", "%d disk(s) copied and verified" % len(copied))
+    rec = record_mod.transition(rec, "post-migrating", "%d file(s) copied and verified%s" % (
+        len(copied), "; %d bytes while the VM ran (%d round(s)), %d after the power-off"
+        % (summary["live_bytes"], summary["rounds"], summary["after_stop_bytes"]) if pre else ""))
     rec["copied"] = True  # from here on the destination may run the VM: the source starts it again only once
     #                       the destination has removed its copy (settle.revert_source keep_off)
     set_record(dom, rec)
-    plan.update({"shutdown": stop, "disks": copied, "migration": rec, "state": state_of(dom)})
+    plan.update({"shutdown": stop, "disks": copied, "migration": rec, "state": state_of(dom), "precopy": summary,
+                 "down_seconds": round(time.monotonic() - down_started, 3)})
     return plan
+
+
+def _precopy_candidates(params, inst, disks, same_host, name, host):
+    """The disks this run copies while the VM still runs (none for a shut-off VM, a same-host
+    resize or with precopy off); a delta file left beside one refuses the run before anything."""
+    if same_host or not params.get("precopy", True) or inst["state"] != "running":
+        return []
+    rounds = params.get("precopy_rounds") or 3
+    if not 1 <= rounds <= precopy.MAX_ROUNDS:
+        raise ValidationError("precopy_rounds must be between 1 and %d, got %d" % (precopy.MAX_ROUNDS, rounds),
+                              domain=name, host=host)
+    out = []
+    for d in disks:
+        if not precopy.eligible(d):
+            continue
+        left = [p for p in precopy.all_delta_paths(d["path"]) if os.path.lexists(p)]
+        if left:
+            raise ValidationError("%s is beside the disk: left from an earlier resize, or planted" % ", ".join(left),
+                                  domain=name, host=host,
+                                  hint="nothing was changed; revert or recover that resize, or remove the file if "
+                                       "no resize of this VM is open")
+        if storage.image_info(d["path"], d["format"]).get("backing_file"):
+            continue  # a chain of its own: never pre-copied (the move refuses it anyway: R3)
+        out.append(d)
+    return out
+
+
+def _precopy(dom, rec, disks, params, summary, name, host):
+    """Rounds of copy while the VM runs: each puts a new delta over every disk (the guest writes
+    there from then on) and sends the layer below it, now stable: the disks themselves first, then
+    the delta before. Returns the record and, per disk, what was sent and the top delta."""
+    rounds = params.get("precopy_rounds") or 3
+    threshold = int(params.get("precopy_delta_mb") or 0) << 20
+    layers = [{"path": d["path"], "target": d["target"], "format": d["format"], "deltas": []} for d in disks]
+    rec["precopy"] = {"original_xml": record_mod.without_record(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)),
+                      "disks": layers}
+    sent = {d["path"]: [] for d in disks}
+    k = 0
+    while True:
+        k += 1
+        if not dom.isActive():
+            k -= 1
+            break  # the guest stopped by itself: the rest goes after the "power-off" as today
+        for layer in layers:
+            layer["deltas"].append(precopy.delta_path(layer["path"], k))
+        # Named in the record before it exists: a revert finds even a delta made by a killed run.
+        rec = record_mod.transition(rec, "migrating", "pre-copy round %d: a delta over each disk, the VM runs" % k)
+        set_record(dom, rec)
+        try:
+            precopy.take_snapshot(dom, libvirt, {layer["target"]: layer["deltas"][-1] for layer in layers})
+        except libvirt.libvirtError as exc:
+            raise libvirt_error(exc, "cannot put the pre-copy's delta over the disks", domain=name,
+                                hint="nothing was copied yet in this round; the rollback gives the disks back")
+        files = [layer["path"] if k == 1 else layer["deltas"][-2] for layer in layers]
+        progress = Progress(state_mod.progress_path(params["state_dir"], rec["id"]),
+                            [{"allocation": precopy.allocated(f)} for f in files], every=1.0)
+        try:
+            progress.set_phase("pre-copying while the VM runs (round %d)" % k)
+            done = _send_files(files, params, progress,
+                               compress=[k == 1 and layer["format"] == "raw" for layer in layers])
+        finally:
+            progress.close()
+        round_bytes = 0
+        for layer, res in zip(layers, done):
+            sent[layer["path"]].append(res)
+            round_bytes += int(res.get("bytes") or 0)
+        summary["rounds"], summary["live_bytes"] = k, summary["live_bytes"] + round_bytes
+        if k == 1:
+            checkpoint("precopy", domain=name, host=host)
+        top = sum(precopy.allocated(layer["deltas"][-1]) for layer in layers)
+        if not precopy.next_round(k, rounds, top, round_bytes, threshold):
+            break
+    rec = record_mod.transition(rec, "migrating", "pre-copied %d bytes in %d round(s) while the VM ran"
+                                % (summary["live_bytes"], k))
+    set_record(dom, rec)
+    return rec, {layer["path"]: {"sent": sent[layer["path"]], "top": layer["deltas"][-1]}
+                 for layer in layers if layer["deltas"]}
+
+
+def _send_files(paths, params, progress, compress):
+    limit = int(params.get("bandwidth_limit") or 0) * 1024 * 1024
+    tmp, key, known = _transfer_files(params)
+    try:
+        out = []
+        for path, raw in zip(paths, compress):
+            progress.next_disk(path)
+            z = bool(params.get("compress")) and raw
+            done = sender.send(path, _argv(params, key, known, z), progress=progress.update, bandwidth_limit=limit)
+            done["compressed"] = z
+            out.append(done)
+        return out
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _transfer_files(params):
@@ -208,8 +317,9 @@ def plan_copy(disks, mid, name, host, params):
     return entries
 
 
-def copy_disks(disks, entries, params, progress):
-    """Send every disk not on shared storage; back up the shared ones beside themselves."""
+def copy_disks(disks, entries, params, progress, pre=None):
+    """Send every disk not on shared storage (of a disk pre-copied, only its top delta: what the
+    guest wrote since the last round); back up the shared ones beside themselves."""
     limit = int(params.get("bandwidth_limit") or 0) * 1024 * 1024
     tmp, key, known = _transfer_files(params)
     try:
@@ -221,12 +331,19 @@ def copy_disks(disks, entries, params, progress):
                 done = local.local_copy(d["path"], entry["backup"])
                 done["shared"] = True
                 progress.set_phase("copying")
+            elif d["path"] in (pre or {}):
+                progress.next_disk(pre[d["path"]]["top"])
+                out.extend(pre[d["path"]]["sent"])
+                done = sender.send(pre[d["path"]]["top"], _argv(params, key, known), progress=progress.update,
+                                   bandwidth_limit=limit)
+                done["after_stop"] = True
             else:
                 progress.next_disk(d["path"])
                 compress = bool(params.get("compress")) and d.get("format") == "raw"
                 done = sender.send(d["path"], _argv(params, key, known, compress), progress=progress.update,
                                    bandwidth_limit=limit)
                 done["compressed"] = compress
+                done["after_stop"] = True
             out.append(done)
         return out
     finally:

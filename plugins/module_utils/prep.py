@@ -13,7 +13,7 @@ import os
 import shutil
 import stat
 
-from . import _policy, parts, storage
+from . import _policy, parts, precopy, storage
 from . import finish as finish_mod
 from . import record as record_mod
 from . import state as state_mod
@@ -155,6 +155,17 @@ def _state_dirs(params, name, host):
     return dirs
 
 
+def _check_deltas(disks, present, name, host):
+    """No file where a pre-copy's delta of a disk would be received (the receiver never replaces one;
+    refused here, before anything is claimed, naming it)."""
+    left = [p for d in disks if d.get("path") not in present and d.get("device", "disk") == "disk"
+            for p in precopy.all_delta_paths(d["path"]) if os.path.lexists(p)]
+    if left:
+        raise ValidationError("%s already on this host, where a delta of the pre-copy would be received"
+                              % ", ".join(left), domain=name, host=host,
+                              hint="nothing was changed; remove it if no resize of this VM is open")
+
+
 def max_stream_size(disk):
     """R2: the largest file the receiver accepts for a disk: its virtual size, plus room for a
     qcow2's metadata growing while the VM still runs."""
@@ -222,6 +233,7 @@ def prep(params, check_mode):
             sources = keys.source_addresses(params["source_address"] or params["source_host"])
             made = _state_dirs(params, name, host)
             paths, present = _check_disks(disks, name, host, made + roots_made)
+            _check_deltas(disks, present, name, host)
         _check_networks(params["interfaces"] if same_host else interfaces, hv, name, host)
         # Disks already here (shared storage) take no new space.
         disk_bytes = sum(int(d.get("allocation") or 0) for d in disks if d.get("path") not in present)
@@ -287,11 +299,15 @@ def prep(params, check_mode):
             st = os.lstat(path)
             rec["made_dirs"][i] = {"path": path, "dev": st.st_dev, "ino": st.st_ino}
             state_mod.write_record(params["state_dir"], rec)
-        # The receiver may write only disks that are not here yet, each up to its size (R1, R2).
-        state_mod.write_file(params["state_dir"], rec["id"], "allowed.json",
-                             json.dumps({d["path"]: {"max_size": max_stream_size(dict(d, **kinds[d["path"]]))}
-                                         for d in disks
-                                         if d["path"] not in present}))
+        # The receiver may write only disks that are not here yet, each up to its size (R1, R2), and
+        # the pre-copy's deltas of each such disk (qcow2 over it, committed by finish: R4).
+        allowed = {d["path"]: {"max_size": max_stream_size(dict(d, **kinds[d["path"]]))}
+                   for d in disks if d["path"] not in present}
+        for d in disks:
+            if d["path"] in allowed and precopy.eligible(dict(d, **kinds[d["path"]])):
+                for delta in precopy.all_delta_paths(d["path"]):
+                    allowed[delta] = {"max_size": max_stream_size(dict(d, format="qcow2", device="disk"))}
+        state_mod.write_file(params["state_dir"], rec["id"], "allowed.json", json.dumps(allowed))
         # Every disk path, for the source's check before the power-off (it only reads).
         state_mod.write_file(params["state_dir"], rec["id"], "paths.json", json.dumps(paths))
         # One marker per disk directory: the source finds it there if the directory is shared.

@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 
-from . import live, parts
+from . import live, parts, precopy
 from . import plan as plan_mod
 from . import record as record_mod
 from . import state as state_mod
@@ -24,7 +24,7 @@ from ._transfer import keys, local, markers
 from ._transfer.wire import PART_SUFFIX
 from .connection import Connection, get_record, hostname, inactive_xml, libvirt, libvirt_error, set_record, state_of
 from .domain import check_domain_name, own_files
-from .errors import ValidationError
+from .errors import ResizeError, ValidationError
 from .finish import made_here, remove_markers
 
 
@@ -306,6 +306,9 @@ def _revert_source(params, check_mode, dom, name, mid, host):
     if restore and dom.isActive():
         raise ValidationError("the source domain is running; refusing to restore its shared disks under it",
                               domain=name, host=host)
+    # A pre-copy's deltas go back into the disks first (the VM's writes since it began are in them).
+    pc_steps = precopy.undo_source_steps(dom, libvirt, rec)
+    actions += [text for _kind, text, _arg in pc_steps]
     actions += ["restore %s from %s" % (d["path"], d["backup"]) for d in restore]
     actions += ["delete %s" % p for p in parts]
     if rec["status"] != final or (params.get("rollback") and not rec.get("rolled_back")):
@@ -316,6 +319,8 @@ def _revert_source(params, check_mode, dom, name, mid, host):
         actions.append("start %s" % name)
     if check_mode or not actions:
         return {"changed": bool(actions), "actions": actions, "state": state_of(dom), "host": host}
+    if pc_steps:
+        rec = _undo_precopy(dom, rec, pc_steps, name, host)
     for d in restore:
         os.replace(d["backup"], d["path"])
     for p in parts:
@@ -396,6 +401,31 @@ def _confirm_destination(params, check_mode, dom, name, mid, host):
     state_mod.remove(params["state_dir"], mid)
     keys.edit_authorized_keys(params["authorized_keys"], remove_id=mid)
     return {"changed": True, "migration": rec, "actions": grown + ["record confirmed", "release claim"]}
+
+
+def _undo_precopy(dom, rec, steps, name, host):
+    """Commit the pre-copy's deltas into the disks (block commit and pivot while the VM runs,
+    qemu-img commit when it is off), define the original definition again, delete the deltas."""
+    for kind, text, arg in steps:
+        try:
+            if kind == "commit-live":
+                precopy.commit_live(dom, libvirt, arg)
+            elif kind == "commit":
+                precopy.commit_offline(arg)
+            elif kind == "define" and arg:
+                dom.connect().defineXML(record_mod.embed(arg, rec))
+            elif kind == "delete" and os.path.lexists(arg):
+                os.unlink(arg)
+        except libvirt.libvirtError as exc:
+            raise libvirt_error(exc, "cannot undo the pre-copy (%s)" % text, domain=name,
+                                hint="run the revert or playbooks/recover.yml again; the deltas are kept until "
+                                     "they are committed")
+        except ResizeError as exc:
+            exc.domain, exc.host = exc.domain or name, exc.host or host
+            raise
+    rec = dict(rec, precopy=dict(rec["precopy"], undone=True))
+    set_record(dom, rec)
+    return rec
 
 
 def confirm_source(params, check_mode):

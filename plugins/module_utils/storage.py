@@ -26,6 +26,11 @@ def _run(argv, what):
     return proc.stdout.decode("utf-8", "replace")
 
 
+def run(argv, what):
+    """Run a qemu-img (or other) command; ResizeError with its stderr if it fails."""
+    return _run(argv, what)
+
+
 def image_info(path, fmt):
     """virtual_size, allocation (bytes on disk), format, backing file and external data file of an
     image, read as the format its domain declares (never probed: docs/security.md S2)."""

@@ -29,8 +29,16 @@ description:
   - While it copies it rewrites C(<state_dir>/progress/<migration_id>.json) every second (bytes
     done, percent, rate, ETA); run it with C(async) and M(hypervisor.resize.virt_migrate_wait) to
     show that progress. The file is removed when the step ends.
-  - The source disks and definition are not modified; they are the backup until the resize is
-    confirmed. On failure the record says C(error); revert with M(hypervisor.resize.virt_revert_resize).
+  - A running VM's disks are copied B(while it still runs) (O(precopy)): a disk-only external
+    snapshot puts a qcow2 delta beside each disk (C(<disk>.hvresize-delta1)) that the guest writes
+    to from then on, the now stable disk is sent, later rounds send the delta before while the guest
+    writes to a new one, and after the power-off only the top delta travels. The destination
+    commits the deltas into the disk before it uses it. The downtime then grows with what the
+    guest wrote during the last round, not with the disk.
+  - The source disks are not modified; with their deltas and the definition they are the backup
+    until the resize is confirmed. On failure the record says C(error); revert with
+    M(hypervisor.resize.virt_revert_resize), which commits the deltas back into the disks and puts
+    the original definition back (while the VM runs, with a block commit it does not notice).
 author: hypervisor.resize maintainers (@hypervisor-resize)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
@@ -88,6 +96,25 @@ options:
         compressible data; costs CPU and slows a fast link. qcow2 disks are never compressed.
     type: bool
     default: false
+  precopy:
+    description:
+      - Copy a running VM's disks while it runs, then only what it wrote meanwhile after the
+        power-off. Off, every disk is copied after the power-off. Never used for a shut-off VM, with
+        O(same_host), or for a disk on storage shared with the destination.
+    type: bool
+    default: true
+  precopy_rounds:
+    description:
+      - Most copies made while the VM runs (1 to 8). After the first (the disks), another round
+        sends the delta of the round before, as long as the delta the guest is writing now is above
+        O(precopy_delta_mb) and smaller than what the round before sent. A guest that writes faster
+        than the copy runs is cut over at once; the figures say how much was sent after the power-off.
+    type: int
+    default: 3
+  precopy_delta_mb:
+    description: A delta at or below this many MiB is left for after the power-off (no further round).
+    type: int
+    default: 64
   old_flavor:
     description: The VM's current size, for the record.
     type: dict
@@ -143,6 +170,20 @@ disks:
   sample:
     - {path: /var/lib/libvirt/images/web01.qcow2, size: 1074135040, bytes: 2293760, wire_bytes: 2293840,
        seconds: 0.21, sha256: 9f2c...}
+precopy:
+  description:
+    - What was copied while the VM ran. C(disks) are the disks pre-copied (none when it was off or
+      with O(precopy=false)), C(rounds) the copies made while it ran, C(live_bytes) the data they
+      sent and C(after_stop_bytes) the data sent after the power-off (deltas, disks not pre-copied,
+      NVRAM and TPM state).
+  returned: changed
+  type: dict
+  sample: {disks: [/var/lib/libvirt/images/web01.qcow2], rounds: 2, live_bytes: 2147483648, after_stop_bytes: 4194304}
+down_seconds:
+  description: Seconds from the power-off request to the end of the copy, as this host measured them.
+  returned: changed
+  type: float
+  sample: 2.4
 migration:
   description: The migration record as now stored in the source domain's metadata.
   returned: changed
@@ -167,6 +208,9 @@ def main():
             ssh_cipher=dict(type="str", default="aes128-gcm@openssh.com"),
             bandwidth_limit=dict(type="int", default=0),
             compress=dict(type="bool", default=False),
+            precopy=dict(type="bool", default=True),
+            precopy_rounds=dict(type="int", default=3),
+            precopy_delta_mb=dict(type="int", default=64),
             old_flavor=dict(type="dict"),
             new_flavor=dict(type="dict"),
             shutdown_timeout=dict(type="int", default=60),

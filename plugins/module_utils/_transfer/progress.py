@@ -34,7 +34,7 @@ class Progress:
     def state(self):
         done = self.base + self.current
         elapsed = max(self.clock() - self.started, 1e-6)
-        rate = done / elapsed if self.phase == "copying" else 0.0
+        rate = done / elapsed if copying(self.phase) else 0.0
         total = max(self.total, done)
         eta = (total - done) / rate if rate > 0 else None
         return {"phase": self.phase, "disk": self.disk, "disk_index": self.index, "disks": self.disks,
@@ -54,7 +54,7 @@ class Progress:
         os.replace(tmp, self.path)
 
     def set_phase(self, phase, disk=None):
-        if phase == "copying" and not self.copying:
+        if copying(phase) and not self.copying:
             self.copying = True
             self.started = self.clock()  # the rate counts copy time, not the shutdown
         self.phase = phase
@@ -78,6 +78,11 @@ class Progress:
             for p in (self.path, self.path + ".tmp"):
                 if os.path.exists(p):
                     os.unlink(p)
+
+
+def copying(phase):
+    """A phase in which bytes travel (the rate counts only these)."""
+    return phase == "copying" or str(phase).startswith("pre-copying")
 
 
 def read_json(path):

@@ -9,7 +9,10 @@
 # guest that cannot take a memory change), hvr.noonline (hot-plugged vCPUs stay offline),
 # hvr.heartbeat (an "HVR-TICK <uptime>" line every 0.1 s: a pause of the guest shows as a gap),
 # hvr.agent (a guest agent on the org.qemu.guest_agent.0 port: guest-sync, guest-ping,
-# guest-get-vcpus, guest-set-vcpus - what a live resize asks a guest about its vCPUs).
+# guest-get-vcpus, guest-set-vcpus - what a live resize asks a guest about its vCPUs),
+# hvr.writer (keeps writing: 4 MiB of random data at a time over the disk from 64 MiB on, then its
+# count of completed writes into sector 1, each with fsync; at boot it prints "HVR-WRITER last=N",
+# the count found on the disk, so that a moved disk shows it holds the last write before the stop).
 /bin/busybox --install -s /bin
 export PATH=/bin
 
@@ -115,6 +118,21 @@ report "$last"
 
 # busybox acpid reads /dev/input/event* and runs <confdir>/PWRF/00000080 on the power button.
 acpid -c /etc/acpi -l /dev/null
+if flag writer && [ -b /dev/vda ]; then
+    last=$(dd if=/dev/vda bs=512 skip=1 count=1 2>/dev/null | tr '\000' '\n' | head -n 1)
+    case "$last" in W[0-9]*) last=${last#W} ;; *) last=0 ;; esac
+    say "HVR-WRITER last=$last"
+    span=$(( ($(cat /sys/block/vda/size) / 2048 - 64) / 4 ))
+    [ "$span" -gt 0 ] || span=1
+    (
+        n=$last
+        while :; do
+            n=$((n + 1))
+            dd if=/dev/urandom of=/dev/vda bs=1M count=4 seek=$((64 + (n % span) * 4)) conv=fsync 2>/dev/null
+            printf 'W%s' "$n" | dd of=/dev/vda bs=512 seek=1 count=1 conv=sync,fsync 2>/dev/null
+        done
+    ) &
+fi
 say "HVR-READY"
 flag agent && agent &
 if flag heartbeat; then
