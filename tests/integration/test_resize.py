@@ -107,6 +107,7 @@ def test_revert_of_running_vm_boots_the_original(bed, guest):
 
 STEP_TASKS = {
     "claim": "Claim resources and open the migration record",
+    "precopy": "Power off on the source and copy",
     "shutdown": "Power off on the source and copy",
     "copy": "Power off on the source and copy",
     "grow": "Grow the disks, define",
@@ -138,9 +139,13 @@ def test_failure_at_each_step_rolls_back_a_running_vm(bed, guest, step):
     _rolled_back(bed, vm, proc, STEP_TASKS[step], touched=step != "claim")
     assert where(bed, vm) == {"hv1": "running"}
     got = report(bed, vm, "hv1")
-    # Original size; the original disk (its counter was 1) booted again unless it was never stopped.
+    # Original size; the original disk (its counter was 1) booted again unless it was never stopped
+    # (a failure before the power-off: the claim, or during the copy while the VM runs).
     assert (got["nproc"], got["disk_bytes"]) == ("1", str(GIB))
-    assert got["boot_count"] == ("1" if step == "claim" else "2")
+    assert got["boot_count"] == ("1" if step in ("claim", "precopy") else "2")
+    # No pre-copy delta left beside the disk, and the definition reads the disk itself again.
+    assert sh(bed, "hv1", "ls /var/lib/libvirt/images/ | grep '^%s.*hvresize' || true" % vm).strip() == ""
+    assert "backingStore type" not in sh(bed, "hv1", "virsh -q -c qemu:///system dumpxml --inactive %s" % vm)
     # The rolled-back record does not block the next resize.
     playbook(bed, "resize.yml", check=True, instance=vm, flavor="m1.small", target_host="hv2")
     assert dominfo(bed, "hv2", vm)["vcpus"] == 2
