@@ -23,8 +23,9 @@ Part = namedtuple("Part", "key part move where")
 
 PARTS = (
     Part("disk", "disk files (raw, qcow2)",
-         "copied sparse, verified by sha256; the source's kept until confirm; root/ephemeral grown, swap recreated",
-         "`copy_disks`, `_transfer`, finish"),
+         "copied sparse, verified by sha256 (a running VM's while it runs, then its deltas: pre-copy); the source's "
+         "kept until confirm; root/ephemeral grown, swap recreated",
+         "`copy_disks`, `precopy`, `_transfer`, finish"),
     Part("nvram", "UEFI NVRAM (`<os><nvram>`)",
          "copied and verified like a disk, kept on the source until confirm, removed from the destination by "
          "revert; the `<loader>` must exist there (P2)", "`parts.state_files`"),

@@ -111,8 +111,9 @@ def undo_source_steps(dom, libvirt, rec):
             if top not in ours:
                 raise ValidationError("disk %s of %s reads %s, which is not this migration's delta of %s; refusing to "
                                       "commit it" % (d["target"], dom.name(), top, d["path"]), domain=dom.name())
-            steps.append(("commit-live" if live else "commit", "commit %s into %s%s"
-                          % (top, d["path"], " (the VM runs: block commit and pivot)" if live else ""), dict(d, top=top)))
+            how = " (the VM runs: block commit and pivot)" if live else ""
+            steps.append(("commit-live" if live else "commit", "commit %s into %s%s" % (top, d["path"], how),
+                          dict(d, top=top)))
         deltas += [p for p in ours if os.path.lexists(p)]
     steps.append(("define", "define the original definition of %s again" % dom.name(), pc.get("original_xml")))
     steps += [("delete", "delete %s" % p, p) for p in deltas]

@@ -29,7 +29,7 @@ description:
   - While it copies it rewrites C(<state_dir>/progress/<migration_id>.json) every second (bytes
     done, percent, rate, ETA); run it with C(async) and M(hypervisor.resize.virt_migrate_wait) to
     show that progress. The file is removed when the step ends.
-  - A running VM's disks are copied B(while it still runs) (O(precopy)): a disk-only external
+  - A running VM's disks are copied B(while it still runs) (O(precopy)). A disk-only external
     snapshot puts a qcow2 delta beside each disk (C(<disk>.hvresize-delta1)) that the guest writes
     to from then on, the now stable disk is sent, later rounds send the delta before while the guest
     writes to a new one, and after the power-off only the top delta travels. The destination

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import signal
 import subprocess
 import time
 
@@ -189,3 +190,44 @@ def report_when(bed, vm, host, ok, timeout=60, what="the guest's report"):
         if time.monotonic() > deadline:
             raise AssertionError("%s never came: last %s" % (what, got))
         time.sleep(0.5)
+
+
+def host_file(bed, host, path):
+    """Where an in-host path of /var/lib/libvirt lives on this machine (read without ssh: fast)."""
+    assert path.startswith("/var/lib/libvirt/")
+    return os.path.join(bed.state, "hosts", host, "var-lib-libvirt", path[len("/var/lib/libvirt/"):])
+
+
+def wait_for(predicate, timeout, what, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out after %s s waiting for %s" % (timeout, what)
+        time.sleep(interval)
+
+
+def kill_run_when(bed, vm, predicate, what, **extra):
+    """Run resize.yml and SIGKILL it (its whole process group, as a cancelled AWX job or a dead
+    controller ends it) once `predicate` holds."""
+    argv = [os.path.join(VENV_BIN, "ansible-playbook"), "-i", bed.inventory, os.path.join(REPO, "playbooks", "resize.yml"),
+            "-e", "instance=%s" % vm, "-e", "flavor=m1.small", "-e", "target_host=hv2"]
+    for key, value in extra.items():
+        argv += ["-e", "%s=%s" % (key, value)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env(), cwd=REPO,
+                            start_new_session=True)
+    try:
+        wait_for(predicate, 180, what, interval=0.02)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=60)
+    return proc
+
+
+def recover(bed, vm, **extra):
+    """recover.yml; a step killed with its controller may still be ending on a host (busy): retry."""
+    for _i in range(30):
+        proc = playbook(bed, "recover.yml", instance=vm, **extra)
+        if proc.returncode == 0 or "is busy" not in proc.stdout:
+            break
+        time.sleep(1)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    return proc

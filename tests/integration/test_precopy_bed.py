@@ -3,9 +3,27 @@ its disk (bed guest --guest-flags writer): the guest itself proves, after the mo
 revert, that its disk holds its last write before the power-off (HVR-WRITER last=N, read from the
 disk at boot, equal to the count the source's delta chain holds)."""
 
+import os
 import re
+import subprocess
 
-from resize_lib import GIB, HOSTS, STATE_DIR, migrations_dir, nothing_left_on, playbook, record, report, sh, said, where
+from resize_lib import (
+    GIB,
+    HOSTS,
+    STATE_DIR,
+    host_file,
+    kill_run_when,
+    migrations_dir,
+    nothing_left_on,
+    playbook,
+    record,
+    recover,
+    report,
+    said,
+    sh,
+    wait_for,
+    where,
+)
 
 MIB = 1024 * 1024
 
@@ -122,3 +140,33 @@ def test_a_delta_planted_on_the_destination_refuses_before_the_vm_is_touched(bed
         assert sh(bed, "hv2", "ls %s/migrations 2>/dev/null || true" % STATE_DIR).strip() == ""
     finally:
         sh(bed, "hv2", "rm -f %s.hvresize-delta2" % disk)
+
+
+def test_a_run_killed_during_the_precopy_is_rolled_back_while_the_vm_runs(bed, guest):
+    vm, disk = writer_guest(guest, bed, "it-pre-kill", "raw", data_mib=256)
+    delta = host_file(bed, "hv1", disk + ".hvresize-delta1")
+    kill_run_when(bed, vm, lambda: os.path.exists(delta), "the pre-copy's first delta", resize_bandwidth_limit=20)
+    # The step on hv1 dies too (as in a crash of the host's ssh session): the VM runs on its delta.
+    subprocess.run([bed.script, "exec", "hv1", "pkill", "-9", "-f", "AnsiballZ_virt_power_off_migrate"], check=False)
+    wait_for(lambda: subprocess.run([bed.script, "exec", "hv1", "sh", "-c", "pgrep -f '[v]irt_power_off_migrate'"],
+                                    check=False, capture_output=True).returncode != 0, 60, "the step on hv1 to end")
+    src = record(bed, "hv1", vm)
+    assert src["status"] == "migrating" and src["precopy"]["disks"][0]["deltas"][0] == disk + ".hvresize-delta1"
+    assert sh(bed, "hv1", "virsh -q -c qemu:///system domblklist %s" % vm).split()[-1] == disk + ".hvresize-delta1"
+    proc = recover(bed, vm)
+    assert "rolled back migration" in said(proc)
+    # The VM never stopped: still its first boot, on its own disk again, no delta left anywhere.
+    assert where(bed, vm) == {"hv1": "running"}
+    assert report(bed, vm, "hv1")["boot_count"] == "1"
+    assert sh(bed, "hv1", "virsh -q -c qemu:///system domblklist %s" % vm).split()[-1] == disk
+    devices = sh(bed, "hv1", "virsh -q -c qemu:///system dumpxml --inactive %s" % vm).split("<devices>")[1]
+    assert "hvresize-delta" not in devices and "backingStore type" not in devices
+    assert deltas(bed, "hv1", vm) == []
+    nothing_left_on(bed, "hv2", vm)
+    assert sh(bed, "hv2", "ls -A /var/lib/libvirt/images/").strip() == ""   # no part file either
+    # The guest's writes made while it ran on the delta are in its disk now: a restart finds the last.
+    sh(bed, "hv1", "virsh -q -c qemu:///system shutdown %s" % vm)
+    wait_for(lambda: where(bed, vm) == {"hv1": "shut off"}, 60, "the guest to power off", interval=0.5)
+    last = writes_on(bed, "hv1", disk, "raw")
+    sh(bed, "hv1", "virsh -q -c qemu:///system start %s" % vm)
+    assert writes_seen_at_boot(bed, vm, "hv1") == last > 0

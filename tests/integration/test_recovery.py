@@ -7,26 +7,26 @@ import glob
 import os
 import signal
 import subprocess
-import time
 
 from resize_lib import (
     GIB,
     HOSTS,
-    REPO,
     STATE_DIR,
-    VENV_BIN,
     dominfo,
-    env,
     exists,
+    host_file,
+    kill_run_when,
     migrations_dir,
     nothing_left_on,
     playbook,
     record,
+    recover,
     report,
     sh,
     sha256,
     start_playbook,
     transfer_keys,
+    wait_for,
     where,
 )
 
@@ -34,19 +34,6 @@ IMG = "/var/lib/libvirt/images/%s.qcow2"
 RAW = "/var/lib/libvirt/images/%s.raw"
 MIB = 1024 * 1024
 KEY_DIR = os.path.expanduser("~/.ansible/hvresize-keys")
-
-
-def host_file(bed, host, path):
-    """Where an in-host path of /var/lib/libvirt lives on this machine (read without ssh: fast)."""
-    assert path.startswith("/var/lib/libvirt/")
-    return os.path.join(bed.state, "hosts", host, "var-lib-libvirt", path[len("/var/lib/libvirt/"):])
-
-
-def wait_for(predicate, timeout, what, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out after %s s waiting for %s" % (timeout, what)
-        time.sleep(interval)
 
 
 def no_leftovers(bed, vm, mid=None):
@@ -165,34 +152,6 @@ def test_the_source_comes_back_when_the_destinations_libvirtd_dies(bed, guest):
     assert "has no migration to recover" in again.stdout
 
 
-def _kill_run_when(bed, vm, predicate, what, **extra):
-    """Run resize.yml and SIGKILL it (its whole process group, as a cancelled AWX job or a dead
-    controller ends it) once `predicate` holds."""
-    argv = [os.path.join(VENV_BIN, "ansible-playbook"), "-i", bed.inventory, os.path.join(REPO, "playbooks", "resize.yml"),
-            "-e", "instance=%s" % vm, "-e", "flavor=m1.small", "-e", "target_host=hv2"]
-    for key, value in extra.items():
-        argv += ["-e", "%s=%s" % (key, value)]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env(), cwd=REPO,
-                            start_new_session=True)
-    try:
-        wait_for(predicate, 180, what, interval=0.02)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate(timeout=60)
-    return proc
-
-
-def recover(bed, vm, **extra):
-    """recover.yml; a step killed with its controller may still be ending on a host (busy): retry."""
-    for _i in range(30):
-        proc = playbook(bed, "recover.yml", instance=vm, **extra)
-        if proc.returncode == 0 or "is busy" not in proc.stdout:
-            break
-        time.sleep(1)
-    assert proc.returncode == 0, proc.stdout[-4000:]
-    return proc
-
-
 def _mid(bed, vm):
     recs = glob.glob(host_file(bed, "hv2", STATE_DIR + "/migrations/*/record.json"))
     return os.path.basename(os.path.dirname(recs[0])) if recs else None
@@ -209,8 +168,8 @@ def test_controller_killed_during_the_copy_then_rollback(bed, guest):
     vm = data_guest(guest, bed, "it-killcopy", start=True)
     before = sha256(bed, "hv1", RAW % vm)
     progress = host_file(bed, "hv1", STATE_DIR + "/progress")
-    _kill_run_when(bed, vm, lambda: os.path.isdir(progress) and os.listdir(progress), "the copy to start",
-                   resize_bandwidth_limit=40)
+    kill_run_when(bed, vm, lambda: os.path.isdir(progress) and os.listdir(progress), "the copy to start",
+                  resize_bandwidth_limit=40)
     mid = _mid(bed, vm)
     assert mid and os.path.isdir(os.path.join(KEY_DIR, mid)), "the killed run left its key on the controller"
     _wait_not_busy(bed, vm)
@@ -227,8 +186,8 @@ def test_controller_killed_during_the_copy_then_rollback(bed, guest):
 def test_controller_killed_during_the_copy_then_resume(bed, guest):
     vm = data_guest(guest, bed, "it-killresume", start=True)
     progress = host_file(bed, "hv1", STATE_DIR + "/progress")
-    _kill_run_when(bed, vm, lambda: os.path.isdir(progress) and os.listdir(progress), "the copy to start",
-                   resize_bandwidth_limit=40)
+    kill_run_when(bed, vm, lambda: os.path.isdir(progress) and os.listdir(progress), "the copy to start",
+                  resize_bandwidth_limit=40)
     mid = _mid(bed, vm)
     _wait_not_busy(bed, vm)
     assert record(bed, "hv1", vm)["status"] == "post-migrating", "the copy job finished without its controller"
@@ -245,15 +204,15 @@ def test_controller_killed_during_prep_and_during_finish_then_rollback(bed, gues
     # During prep: the claim is made on hv2, nothing touched the VM yet.
     vm = guest("it-killprep", vcpus=1, memory_mb=128, disk_gb=1)
     claims = host_file(bed, "hv2", STATE_DIR + "/migrations")
-    _kill_run_when(bed, vm, lambda: os.path.isdir(claims) and os.listdir(claims), "prep's claim on hv2")
+    kill_run_when(bed, vm, lambda: os.path.isdir(claims) and os.listdir(claims), "prep's claim on hv2")
     mid = _mid(bed, vm)
     recover(bed, vm)
     assert where(bed, vm) == {"hv1": "running"} and report(bed, vm, "hv1")["boot_count"] == "1"
     no_leftovers(bed, vm, mid)
     # During finish: the domain is being defined on hv2.
     vm = guest("it-killfinish", vcpus=1, memory_mb=128, disk_gb=1)
-    _kill_run_when(bed, vm, lambda: vm in sh(bed, "hv2", "virsh -q -c qemu:///system list --all --name"),
-                   "the domain on hv2")
+    kill_run_when(bed, vm, lambda: vm in sh(bed, "hv2", "virsh -q -c qemu:///system list --all --name"),
+                  "the domain on hv2")
     mid = _mid(bed, vm) or (record(bed, "hv2", vm) or {}).get("id")
     recover(bed, vm)
     assert where(bed, vm) == {"hv1": "running"}
