@@ -73,6 +73,11 @@ def describe_instance(dom, state_dir=None):
     this host now (busy), if any."""
     defined = inactive_xml(dom)
     rec = get_record(dom)
+    pre = (rec or {}).get("precopy") or {}
+    if record_mod.is_open(rec) and pre.get("original_xml") and not pre.get("undone"):
+        # An open pre-copy's deltas are this tool's, not the VM's: the VM's definition is the one
+        # before them (a resumed move renders it again; a revert defines it again).
+        defined = pre["original_xml"]
     # A firmware libvirt chooses (<os firmware=...>) is known while the VM runs (or, once the move
     # powered it off, from this host's own record of it): written into the definition a move
     # renders, with its NVRAM store, which then travels (parts: "firmware").

@@ -201,6 +201,13 @@ def _precopy(dom, rec, disks, params, summary, name, host):
         if not dom.isActive():
             k -= 1
             break  # the guest stopped by itself: the rest goes after the "power-off" as today
+        short = precopy.short_of_room(layer["path"] for layer in layers)
+        if short:
+            # The guest's writes go to the deltas beside its disks from the snapshot on: never let
+            # them fill this host's storage (the guest would stop on a write error).
+            summary["stopped"] = "less than %d MiB free in %s" % (precopy.ROOM >> 20, short)
+            k -= 1
+            break
         for layer in layers:
             layer["deltas"].append(precopy.delta_path(layer["path"], k))
         # Named in the record before it exists: a revert finds even a delta made by a killed run.
@@ -230,8 +237,9 @@ def _precopy(dom, rec, disks, params, summary, name, host):
         top = sum(precopy.allocated(layer["deltas"][-1]) for layer in layers)
         if not precopy.next_round(k, rounds, top, round_bytes, threshold):
             break
-    rec = record_mod.transition(rec, "migrating", "pre-copied %d bytes in %d round(s) while the VM ran"
-                                % (summary["live_bytes"], k))
+    rec = record_mod.transition(rec, "migrating", "pre-copied %d bytes in %d round(s) while the VM ran%s"
+                                % (summary["live_bytes"], k, "; then %s" % summary["stopped"]
+                                   if summary.get("stopped") else ""))
     set_record(dom, rec)
     return rec, {layer["path"]: {"sent": sent[layer["path"]], "top": layer["deltas"][-1]}
                  for layer in layers if layer["deltas"]}

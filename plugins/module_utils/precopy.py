@@ -21,6 +21,7 @@ from .errors import ResizeError, ValidationError
 
 DELTA_SUFFIX = ".hvresize-delta"
 MAX_ROUNDS = 8
+ROOM = 1 << 30  # free bytes a round needs beside the disks (for the guest's writes into its delta)
 FORMATS = ("raw", "qcow2")
 
 
@@ -80,6 +81,16 @@ def take_snapshot(dom, libvirt, layers):
     flags = (libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC
              | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA)
     dom.snapshotCreateXML(snapshot_xml(dom.XMLDesc(0), layers), flags)
+
+
+def short_of_room(paths, room=None):
+    """The first directory of `paths` with less than ROOM bytes free (where the guest's writes would
+    go into a delta), or None."""
+    for directory in sorted(set(os.path.dirname(p) for p in paths)):
+        st = os.statvfs(directory)
+        if st.f_bavail * st.f_frsize < (ROOM if room is None else room):
+            return directory
+    return None
 
 
 def allocated(path):

@@ -197,6 +197,12 @@ def test_the_rounds_are_bounded_and_stop_when_they_do_not_converge(k, rounds, to
     assert precopy.next_round(k, rounds, top, sent, threshold) is again
 
 
+def test_no_round_without_room_beside_the_disks(tmp_path):
+    disk = str(tmp_path / "vm.raw")
+    assert precopy.short_of_room([disk], room=0) is None
+    assert precopy.short_of_room([disk, disk], room=1 << 60) == str(tmp_path)
+
+
 def test_the_snapshot_takes_a_delta_of_the_moved_disks_only():
     xml = ("<domain><devices><disk type='file' device='disk'><source file='/i/a.raw'/><target dev='vda'/></disk>"
            "<disk type='file' device='cdrom'><source file='/iso/x.iso'/><target dev='hdc'/><readonly/></disk>"
