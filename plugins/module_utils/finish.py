@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import stat
@@ -37,6 +38,35 @@ def _check_xml(xml, rec, name, host):
         raise ValidationError("the domain XML does not use the copied disk(s) %s" % ", ".join(missing),
                               domain=name, host=host)
     return got
+
+
+CLOSED_ALLOWED = "allowed-closed.json"
+
+
+def close_receiver(state_dir, mid, name, host):
+    """From finish on, the receiver writes nothing more for this migration: under its lock (refused
+    while a copy is being received), its list of allowed paths is set aside (revert still reads it,
+    for part files). A source cannot slip in a delta after finish counted them, or one it removed."""
+    mdir = state_mod.migration_dir(state_dir, mid)
+    allowed = os.path.join(mdir, "allowed.json")
+    if not os.path.exists(allowed):
+        return
+    fd = os.open(os.path.join(mdir, "receive.lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValidationError("a copy into this host is still running for migration %s" % mid, domain=name,
+                                  host=host, hint="wait for the power-off and copy step to end")
+        os.replace(allowed, os.path.join(mdir, CLOSED_ALLOWED))
+    finally:
+        os.close(fd)
+
+
+def reopen_receiver(state_dir, mid):
+    mdir = state_mod.migration_dir(state_dir, mid)
+    if os.path.exists(os.path.join(mdir, CLOSED_ALLOWED)):
+        os.replace(os.path.join(mdir, CLOSED_ALLOWED), os.path.join(mdir, "allowed.json"))
 
 
 def shared_disks(rec):
@@ -215,12 +245,16 @@ def _finish(params, check_mode, rec, name, mid, host, defined):
             raise ValidationError("migration %s is %s here, expected pre-migrating" % (mid, rec["status"]),
                                   domain=name, host=host)
         _check_xml(xml, rec, name, host)
+        if not check_mode:
+            close_receiver(params["state_dir"], mid, name, host)
         got = {r["path"]: r for r in state_mod.received(params["state_dir"], mid)}
         shared = shared_disks(rec)
         for disk in rec["disks"]:
             if disk["path"] in shared:
                 continue
             if disk["path"] not in got or not os.path.exists(disk["path"]):
+                if not check_mode:
+                    reopen_receiver(params["state_dir"], mid)  # the copy may still come
                 raise ValidationError("disk %s has not been received and verified here" % disk["path"],
                                       domain=name, host=host, hint="run virt_power_off_migrate on the source")
         owned = set(got) | set(shared)
@@ -234,10 +268,11 @@ def _finish(params, check_mode, rec, name, mid, host, defined):
         root = root_disk(model_from_xml(xml))
         new_root = rec["new_flavor"]["root_gb"] * GIB
         result = {"changed": True, "diff": diff}
+        # R3 on what was received before anything opens it read-write (a commit opens the disk with
+        # whatever its own header names); then what the guest wrote during the pre-copy (R4).
+        check_images(xml, owned, name, host)
         if check_mode:
-            check_images(xml, owned, name, host)
             return result
-        # What the guest wrote while its disks were pre-copied (R4), before the images are read.
         committed = list(rec.get("committed") or [])
 
         def note(delta):
@@ -247,7 +282,8 @@ def _finish(params, check_mode, rec, name, mid, host, defined):
         deltas = precopy.commit_received(whole, set(got), committed, note, name=name, host=host)
         rec = dict(rec, committed=committed) if committed else rec
         owned -= set(committed)
-        check_images(xml, owned, name, host)
+        if deltas:
+            check_images(xml, owned, name, host)
         grown = False
         if root and root["path"] in owned and new_root:
             grown = storage.grow(root["path"], root["format"], new_root)
@@ -259,7 +295,7 @@ def _finish(params, check_mode, rec, name, mid, host, defined):
         rec = record_mod.transition(rec, "finished", "defined on %s; waiting for confirm or revert" % host)
         dom = define_and_start(c, params, xml, rec, rec, name, host, "nothing was defined", defined)
         keys.edit_authorized_keys(params["authorized_keys"], remove_id=mid)
-        for leftover in ("receive.py", "allowed.json", "paths.json"):
+        for leftover in ("receive.py", "allowed.json", CLOSED_ALLOWED, "paths.json"):
             path = os.path.join(state_mod.migration_dir(params["state_dir"], mid), leftover)
             if os.path.exists(path):
                 os.unlink(path)

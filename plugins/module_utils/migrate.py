@@ -224,7 +224,8 @@ def _precopy(dom, rec, disks, params, summary, name, host):
         try:
             progress.set_phase("pre-copying while the VM runs (round %d)" % k)
             done = _send_files(files, params, progress,
-                               compress=[k == 1 and layer["format"] == "raw" for layer in layers])
+                               compress=[k == 1 and layer["format"] == "raw" for layer in layers],
+                               guard=_room_guard([layer["path"] for layer in layers], name, host))
         finally:
             progress.close()
         round_bytes = 0
@@ -245,15 +246,40 @@ def _precopy(dom, rec, disks, params, summary, name, host):
                  for layer in layers if layer["deltas"]}
 
 
-def _send_files(paths, params, progress, compress):
+def _room_guard(paths, name, host, every=1.0):
+    """While a round is sent, the guest writes into its deltas: stop (the rollback commits them back,
+    the VM never stopped) before they fill this host's storage."""
+    last = [0.0]
+
+    def guard():
+        now = time.monotonic()
+        if now - last[0] < every:
+            return
+        last[0] = now
+        short = precopy.short_of_room(paths, room=precopy.ROOM // 4)
+        if short:
+            raise ResizeError("less than %d MiB left free in %s while the VM wrote into its pre-copy delta there; "
+                              "stopped before it fills up" % (precopy.ROOM // 4 >> 20, short), domain=name, host=host,
+                              hint="free space there, or resize with resize_precopy=false (the VM is down "
+                                   "while all of its disks are copied)")
+    return guard
+
+
+def _send_files(paths, params, progress, compress, guard=None):
     limit = int(params.get("bandwidth_limit") or 0) * 1024 * 1024
     tmp, key, known = _transfer_files(params)
+
+    def update(data):
+        if guard is not None:
+            guard()
+        progress.update(data)
+
     try:
         out = []
         for path, raw in zip(paths, compress):
             progress.next_disk(path)
             z = bool(params.get("compress")) and raw
-            done = sender.send(path, _argv(params, key, known, z), progress=progress.update, bandwidth_limit=limit)
+            done = sender.send(path, _argv(params, key, known, z), progress=update, bandwidth_limit=limit)
             done["compressed"] = z
             out.append(done)
         return out

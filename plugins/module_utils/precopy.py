@@ -195,6 +195,9 @@ def deltas_received(path, received):
 def check_delta(delta, base, base_format, info=None):
     """R4 on one delta, read as qcow2 (never probed, its backing never opened): why it may not be
     committed into `base`, or None."""
+    problem = storage.image_refs_problem(base, base_format)
+    if problem:
+        return "would be committed into %s, which %s (R3)" % (base, problem)
     info = info or storage.image_info(delta, "qcow2")
     if info.get("format") != "qcow2":
         return "is not a qcow2 image"

@@ -233,6 +233,10 @@ def prep(params, check_mode):
             sources = keys.source_addresses(params["source_address"] or params["source_host"])
             made = _state_dirs(params, name, host)
             paths, present = _check_disks(disks, name, host, made + roots_made)
+            rounds = params.get("precopy_rounds", 3)
+            if not 0 <= rounds <= precopy.MAX_ROUNDS:
+                raise ValidationError("precopy_rounds must be between 0 and %d, got %d" % (precopy.MAX_ROUNDS, rounds),
+                                      domain=name, host=host)
             _check_deltas(disks, present, name, host)
         _check_networks(params["interfaces"] if same_host else interfaces, hv, name, host)
         # Disks already here (shared storage) take no new space.
@@ -305,7 +309,7 @@ def prep(params, check_mode):
                    for d in disks if d["path"] not in present}
         for d in disks:
             if d["path"] in allowed and precopy.eligible(dict(d, **kinds[d["path"]])):
-                for delta in precopy.all_delta_paths(d["path"]):
+                for delta in precopy.all_delta_paths(d["path"])[:rounds]:
                     allowed[delta] = {"max_size": max_stream_size(dict(d, format="qcow2", device="disk"))}
         state_mod.write_file(params["state_dir"], rec["id"], "allowed.json", json.dumps(allowed))
         # Every disk path, for the source's check before the power-off (it only reads).

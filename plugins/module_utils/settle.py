@@ -25,7 +25,7 @@ from ._transfer.wire import PART_SUFFIX
 from .connection import Connection, get_record, hostname, inactive_xml, libvirt, libvirt_error, set_record, state_of
 from .domain import check_domain_name, own_files
 from .errors import ResizeError, ValidationError
-from .finish import made_here, remove_markers
+from .finish import CLOSED_ALLOWED, made_here, remove_markers
 
 
 def _move(rec, status, note):
@@ -140,11 +140,12 @@ def _revert_destination(params, check_mode, c, dom, name, mid, host):
 def _observe_destination(params, dom, drec, srec, name, mid):
     """What a revert on the destination finds there (only this migration's things): read, never
     changed."""
-    allowed_path = os.path.join(state_mod.migration_dir(params["state_dir"], mid), "allowed.json")
     allowed = []
-    if os.path.exists(allowed_path):
-        with open(allowed_path) as fh:
-            allowed = list(json.load(fh))  # the paths prep let the receiver write
+    for leftover in ("allowed.json", CLOSED_ALLOWED):  # the paths prep let the receiver write
+        allowed_path = os.path.join(state_mod.migration_dir(params["state_dir"], mid), leftover)
+        if os.path.exists(allowed_path):
+            with open(allowed_path) as fh:
+                allowed += list(json.load(fh))
     received = [entry["path"] for entry in state_mod.received(params["state_dir"], mid)]
     files = received + [p + PART_SUFFIX for p in allowed + received]
     return {

@@ -105,6 +105,13 @@ options:
         after this step (C(expiry-time=)), even if nothing revokes it.
     type: int
     default: 21600
+  precopy_rounds:
+    description:
+      - Rounds of copy while the VM runs that the source may make (its C(precopy_rounds); C(0) when it
+        copies after the power-off only). The receiver may write that many deltas of each disk
+        (C(<disk>.hvresize-delta1) on), and no other name (docs/security.md R4).
+    type: int
+    default: 3
   interfaces:
     description: NICs of the domain (C(type), C(source)); their bridges or networks must exist here.
     type: list
@@ -198,6 +205,7 @@ def main():
             domain_xml=dict(type="str", required=True),
             source_address=dict(type="str"),
             copy_timeout=dict(type="int", default=21600),
+            precopy_rounds=dict(type="int", default=3),
             interfaces=dict(type="list", elements="dict", default=[]),
             transfer_public_key=dict(type="str", required=True),
             ssh_host_key=dict(type="path", default="/etc/ssh/ssh_host_ed25519_key.pub"),

@@ -149,6 +149,10 @@ def send(path, argv, progress=None, dest_path=None, bandwidth_limit=0, size=None
                 progress(data)
     except BrokenPipeError:
         pass  # the receiver stopped reading; its reply says why
+    except BaseException:
+        proc.kill()  # stopped from here (the progress callback): the receiver drops its part file
+        proc.wait()
+        raise
     finally:
         reader.stop()
         try:

@@ -2,6 +2,7 @@
 attacks with real qemu-img on real files - a hostile source's deltas aimed at files of the
 destination. Each attack asserts that what it aimed at is untouched."""
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -9,7 +10,7 @@ import subprocess
 
 import pytest
 
-from ansible_collections.hypervisor.resize.plugins.module_utils import precopy
+from ansible_collections.hypervisor.resize.plugins.module_utils import finish, precopy, state
 from ansible_collections.hypervisor.resize.plugins.module_utils.errors import ResizeError, ValidationError
 
 MIB = 1024 * 1024
@@ -151,6 +152,41 @@ def test_r4_a_delta_with_an_external_data_file_is_refused(chain, tmp_path):
     with pytest.raises(ValidationError, match=r"external data file.*rule R4"):
         commit(here, fmt, received={d1})
     assert sha(victim) == before and sha(here) == disk_before and os.path.exists(d1)
+
+
+def test_r4_a_received_disk_naming_a_data_file_is_refused_before_any_commit_opens_it(chain, tmp_path):
+    """The attack: S sends a clean delta, and a disk whose own header names a file of D's as its
+    external data file; committing into that disk would write into the file."""
+    fmt, _disk, here = chain
+    if fmt != "qcow2":
+        pytest.skip("a raw disk has no header")
+    victim = tmp_path / "other-vm.raw"
+    os.unlink(here)
+    sh("qemu-img", "create", "-q", "-f", "qcow2", "-o", "data_file=%s,data_file_raw=on" % victim, str(here), str(SIZE))
+    victim.write_bytes(b"V" * MIB)
+    before = sha(victim)
+    with pytest.raises(ValidationError, match=r"names a data file.*rule R4"):
+        commit(here, fmt)
+    assert sha(victim) == before
+
+
+def test_finish_closes_the_receiver_first_and_waits_for_none(tmp_path):
+    mid = "0b6f0c7e-4c1e-4a7b-9b55-2a8f1f0e6d11"
+    mdir = state.migration_dir(str(tmp_path), mid)
+    os.makedirs(mdir)
+    with open(os.path.join(mdir, "allowed.json"), "w") as fh:
+        fh.write('{"/i/vm.raw.hvresize-delta1": {"max_size": 1}}')
+    lock = os.open(os.path.join(mdir, "receive.lock"), os.O_RDWR | os.O_CREAT)
+    fcntl.flock(lock, fcntl.LOCK_EX)   # a receiver session runs
+    with pytest.raises(ValidationError, match="still running"):
+        finish.close_receiver(str(tmp_path), mid, "vm", "hv2")
+    assert os.path.exists(os.path.join(mdir, "allowed.json"))
+    os.close(lock)
+    finish.close_receiver(str(tmp_path), mid, "vm", "hv2")
+    assert not os.path.exists(os.path.join(mdir, "allowed.json"))  # the receiver refuses every path now
+    assert os.path.exists(os.path.join(mdir, finish.CLOSED_ALLOWED))  # revert still finds part files by it
+    finish.reopen_receiver(str(tmp_path), mid)
+    assert os.path.exists(os.path.join(mdir, "allowed.json"))
 
 
 def test_r4_a_delta_of_another_size_is_refused(chain):

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from ansible_collections.hypervisor.resize.plugins.action.virt_migrate_wait import progress_line
 from ansible_collections.hypervisor.resize.plugins.module_utils import _policy
 from ansible_collections.hypervisor.resize.plugins.module_utils._transfer import (
     keys,
@@ -228,8 +229,6 @@ def test_progress_file_reports_bytes_percent_rate_eta_and_is_removed(tmp_path):
 
 
 def test_the_pre_copy_s_progress_has_a_rate_and_says_the_vm_runs(tmp_path):
-    from ansible_collections.hypervisor.resize.plugins.action.virt_migrate_wait import progress_line
-
     now = [10.0]
     path = str(tmp_path / "m.json")
     p = Progress(path, [{"allocation": 40 * MIB}], every=1.0, clock=lambda: now[0], wall=lambda: 1.0)
