@@ -259,12 +259,18 @@ def revert_source(params, check_mode):
 
 
 def _drop_xfer(params, check_mode):
-    """The one-off private key of a killed copy step, if it left one."""
+    """The one-off private key of a killed copy step, if it left one, and its progress file."""
     path = state_mod.xfer_dir(params["state_dir"], params["migration_id"])
+    progress = state_mod.progress_path(params["state_dir"], params["migration_id"])
+    dropped = False
+    for leftover in (progress, progress + ".tmp"):
+        if not check_mode and os.path.lexists(leftover):
+            os.unlink(leftover)
+            dropped = True
     if not check_mode and os.path.isdir(path):
         shutil.rmtree(path, ignore_errors=True)
         return True
-    return False
+    return dropped
 
 
 def _revert_source(params, check_mode, dom, name, mid, host):

@@ -162,6 +162,8 @@ def test_a_run_killed_during_the_precopy_is_rolled_back_while_the_vm_runs(bed, g
     devices = sh(bed, "hv1", "virsh -q -c qemu:///system dumpxml --inactive %s" % vm).split("<devices>")[1]
     assert "hvresize-delta" not in devices and "backingStore type" not in devices
     assert deltas(bed, "hv1", vm) == []
+    # The killed step's progress file and one-off key: removed by the rollback.
+    assert sh(bed, "hv1", "find %s/progress %s/xfer -type f 2>/dev/null || true" % (STATE_DIR, STATE_DIR)).strip() == ""
     nothing_left_on(bed, "hv2", vm)
     assert sh(bed, "hv2", "ls -A /var/lib/libvirt/images/").strip() == ""   # no part file either
     # The guest's writes made while it ran on the delta are in its disk now: a restart finds the last.
