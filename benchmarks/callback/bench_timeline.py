@@ -22,7 +22,8 @@ requirements: [BENCH_TIMELINE set in the environment]
 """
 
 # What the benchmarks read from the role's module results; everything else is left out.
-KEEP = ("shutdown", "disks", "state", "grown", "msg", "migration_id", "claim", "destination", "actions")
+KEEP = ("shutdown", "disks", "state", "grown", "msg", "migration_id", "claim", "destination", "actions", "precopy",
+        "down_seconds")
 
 
 class CallbackModule(CallbackBase):

@@ -32,7 +32,7 @@ ALLOWED_TYPES = {
 # survey file -> (playbook, the extra vars it must ask for; None: any subset the playbook reads)
 SURVEYS = {
     "resize-survey.json": ("playbooks/resize.yml",
-                           {"instance", "flavor", "mode", "target_host", "confirm", "bandwidth_limit"}),
+                           {"instance", "flavor", "mode", "target_host", "confirm", "bandwidth_limit", "precopy"}),
     "confirm-survey.json": ("playbooks/confirm.yml", {"instance"}),
     "revert-survey.json": ("playbooks/revert.yml", {"instance", "reason"}),
     "batch-survey.json": ("playbooks/batch.yml", None),
