@@ -109,7 +109,7 @@ options:
         sends the delta of the round before, as long as the delta the guest is writing now is above
         O(precopy_delta_mb) and smaller than what the round before sent. A guest that writes faster
         than the copy runs is cut over at once; the figures say how much was sent after the power-off.
-      - No round (or no further round) starts while a disk's directory has less than 1 GiB free: the
+      - No round (or no further round) starts while a disk's directory has less than 1 GiB free, as the
         guest's writes go to the delta there.
     type: int
     default: 3

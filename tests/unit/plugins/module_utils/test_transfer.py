@@ -10,7 +10,6 @@ import sys
 
 import pytest
 
-from ansible_collections.hypervisor.resize.plugins.action.virt_migrate_wait import progress_line
 from ansible_collections.hypervisor.resize.plugins.module_utils import _policy
 from ansible_collections.hypervisor.resize.plugins.module_utils._transfer import (
     keys,
@@ -226,22 +225,6 @@ def test_progress_file_reports_bytes_percent_rate_eta_and_is_removed(tmp_path):
     assert json.load(open(path))["bytes_done"] == 55 * MIB
     p.close()
     assert not os.path.exists(path)
-
-
-def test_the_pre_copy_s_progress_has_a_rate_and_says_the_vm_runs(tmp_path):
-    now = [10.0]
-    path = str(tmp_path / "m.json")
-    p = Progress(path, [{"allocation": 40 * MIB}], every=1.0, clock=lambda: now[0], wall=lambda: 1.0)
-    p.set_phase("pre-copying while the VM runs (round 2)")
-    p.next_disk("/i/vm.raw.hvresize-delta1")
-    now[0] += 2.0
-    p.update(20 * MIB)
-    line = progress_line(json.load(open(path)))
-    assert line == ("pre-copying while the VM runs (round 2) disk 1/1 /i/vm.raw.hvresize-delta1: 20.0 MiB of 40.0 MiB "
-                    "(50.0%), 10.0 MiB/s, ETA 0:00:02")
-    p.set_phase("shutting down")
-    assert progress_line(json.load(open(path))) == "shutting down"
-    p.close()
 
 
 def test_shared_storage_marker_is_acknowledged_only_for_its_migration(tmp_path):
