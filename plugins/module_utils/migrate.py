@@ -217,7 +217,8 @@ def _precopy(dom, rec, disks, params, summary, name, host):
             precopy.take_snapshot(dom, libvirt, {layer["target"]: layer["deltas"][-1] for layer in layers})
         except libvirt.libvirtError as exc:
             raise libvirt_error(exc, "cannot put the pre-copy's delta over the disks", domain=name,
-                                hint="nothing was copied yet in this round; the rollback gives the disks back")
+                                hint="the rollback gives the disks back with the VM running; resize with "
+                                     "resize_precopy=false to copy after the power-off instead")
         files = [layer["path"] if k == 1 else layer["deltas"][-2] for layer in layers]
         progress = Progress(state_mod.progress_path(params["state_dir"], rec["id"]),
                             [{"allocation": precopy.allocated(f)} for f in files], every=1.0)
