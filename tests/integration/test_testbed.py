@@ -205,7 +205,7 @@ def test_guest_without_balloon_driver_keeps_all_its_memory(bed, guest_name):
     stat = bed.ssh("hv3", f"virsh -c {URI} dommemstat {guest_name}").stdout
     assert "actual 262144" in stat
     bad = bed.run("guest", guest_name + "x", "--host", "hv3", "--guest-flags", "nosuch", check=False)
-    assert bad.returncode != 0 and "--guest-flags takes noballoon, noonline, heartbeat and/or agent" in bad.stderr
+    assert bad.returncode != 0 and "--guest-flags takes noballoon, noonline, heartbeat, agent and/or writer" in bad.stderr
 
 
 def test_report_without_guest_fails(bed):
