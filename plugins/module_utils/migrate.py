@@ -114,15 +114,12 @@ def _power_off_migrate(params, check_mode, dom, name, mid, host):
             raise libvirt_error(exc, "cannot turn autostart off on the source", domain=name)
     live_copy = [d for d, e in zip(disks, rec["disks"]) if d in live_copy and not e.get("shared")]
     summary = {"rounds": 0, "live_bytes": 0, "after_stop_bytes": 0, "disks": [d["path"] for d in live_copy]}
-    progress = Progress(state_mod.progress_path(params["state_dir"], mid),
-                        [d for d, r in zip(disks, rec["disks"]) if not r.get("shared")], every=1.0)
-    pre = {}
+    pre, progress = {}, None
     try:
         if live_copy:
-            progress.close()
-            rec, pre = _precopy(dom, rec, live_copy, params, summary, name, host)
-            progress = Progress(state_mod.progress_path(params["state_dir"], mid),
-                                [d for d, r in zip(disks, rec["disks"]) if not r.get("shared")], every=1.0)
+            rec, pre = _precopy(dom, rec, live_copy, params, summary, name, host)  # each round has its progress
+        progress = Progress(state_mod.progress_path(params["state_dir"], mid),
+                            [d for d, r in zip(disks, rec["disks"]) if not r.get("shared")], every=1.0)
         progress.set_phase("shutting down")
         down_started = time.monotonic()
         stop = power_off(dom, timeout=params["shutdown_timeout"],
@@ -146,7 +143,8 @@ def _power_off_migrate(params, check_mode, dom, name, mid, host):
         exc.domain, exc.host = exc.domain or name, exc.host or host
         raise
     finally:
-        progress.close()
+        if progress is not None:
+            progress.close()
     summary["after_stop_bytes"] = sum(int(c.get("bytes") or 0) for c in copied if c.get("after_stop"))
     rec["disks"] = copied
     rec = record_mod.transition(rec, "post-migrating", "%d file(s) copied and verified%s" % (

@@ -131,7 +131,7 @@ def undo_source_steps(dom, libvirt, rec):
     return steps
 
 
-def _wait_job(dom, libvirt, target, ready, timeout, sleep=time.sleep):
+def _wait_job(dom, target, ready, timeout, sleep=time.sleep):
     deadline = time.monotonic() + timeout
     while True:
         info = dom.blockJobInfo(target, 0)
@@ -164,9 +164,9 @@ def commit_live(dom, libvirt, disk, timeout=3600):
     target = disk["target"]
     if not dom.blockJobInfo(target, 0):  # a killed revert may have started it already
         dom.blockCommit(target, disk["path"], None, 0, libvirt.VIR_DOMAIN_BLOCK_COMMIT_ACTIVE)
-    _wait_job(dom, libvirt, target, True, timeout)
+    _wait_job(dom, target, True, timeout)
     dom.blockJobAbort(target, libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT)
-    _wait_job(dom, libvirt, target, False, 60)
+    _wait_job(dom, target, False, 60)
     now = disk_source(dom.XMLDesc(0), target)
     if now != disk["path"]:
         raise ResizeError("after the block commit %s of %s still reads %s" % (target, dom.name(), now),
@@ -192,13 +192,13 @@ def deltas_received(path, received):
     return [delta_path(path, k) for k in got]
 
 
-def check_delta(delta, base, base_format, info=None):
+def check_delta(delta, base, base_format):
     """R4 on one delta, read as qcow2 (never probed, its backing never opened): why it may not be
     committed into `base`, or None."""
     problem = storage.image_refs_problem(base, base_format)
     if problem:
         return "would be committed into %s, which %s (R3)" % (base, problem)
-    info = info or storage.image_info(delta, "qcow2")
+    info = storage.image_info(delta, "qcow2")
     if info.get("format") != "qcow2":
         return "is not a qcow2 image"
     if info.get("data_file"):
